@@ -1,0 +1,112 @@
+// Package dynamodb stores lull's state in one DynamoDB table: generations,
+// idempotency keys and API keys. It implements lull.Generations and
+// lull.APIKeys over aws-sdk-go-v2.
+//
+// Layout (pk, sk): GEN#<id>/GEN, IDEM#<tenant>#<key>/IDEM, KEY#<sha256>/KEY.
+// GSIs: gsi1 lists a tenant's items by time; gsi2 (sparse) holds open
+// generations by expiry for the expiry sweep; gsi3 (sparse) holds generations
+// whose job may not have been enqueued yet. Sparse keys are sharded across
+// Shards partition values so no GSI partition runs hot.
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ddb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// Shards is the number of partition values of each sparse GSI.
+const Shards = 8
+
+// client lists the DynamoDB calls the store makes.
+type client interface {
+	GetItem(context.Context, *ddb.GetItemInput, ...func(*ddb.Options)) (*ddb.GetItemOutput, error)
+	PutItem(context.Context, *ddb.PutItemInput, ...func(*ddb.Options)) (*ddb.PutItemOutput, error)
+	UpdateItem(context.Context, *ddb.UpdateItemInput, ...func(*ddb.Options)) (*ddb.UpdateItemOutput, error)
+	DeleteItem(context.Context, *ddb.DeleteItemInput, ...func(*ddb.Options)) (*ddb.DeleteItemOutput, error)
+	Query(context.Context, *ddb.QueryInput, ...func(*ddb.Options)) (*ddb.QueryOutput, error)
+	TransactWriteItems(context.Context, *ddb.TransactWriteItemsInput, ...func(*ddb.Options)) (*ddb.TransactWriteItemsOutput, error)
+	CreateTable(context.Context, *ddb.CreateTableInput, ...func(*ddb.Options)) (*ddb.CreateTableOutput, error)
+	DescribeTable(context.Context, *ddb.DescribeTableInput, ...func(*ddb.Options)) (*ddb.DescribeTableOutput, error)
+	UpdateTimeToLive(context.Context, *ddb.UpdateTimeToLiveInput, ...func(*ddb.Options)) (*ddb.UpdateTimeToLiveOutput, error)
+}
+
+// Store is the DynamoDB implementation of lull's state interfaces.
+type Store struct {
+	c     client
+	table string
+	// Retention is how long terminal generations and idempotency keys are
+	// kept (DynamoDB TTL); DefaultRetention when zero.
+	Retention time.Duration
+}
+
+var (
+	_ lull.Generations = (*Store)(nil)
+	_ lull.APIKeys     = (*Store)(nil)
+)
+
+// New returns a Store over an existing table.
+func New(c *ddb.Client, table string) *Store {
+	return &Store{c: c, table: table}
+}
+
+func key(pk, sk string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		"pk": &types.AttributeValueMemberS{Value: pk},
+		"sk": &types.AttributeValueMemberS{Value: sk},
+	}
+}
+
+func shard(id string) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % Shards)
+}
+
+// isConditionFailed reports whether err is a failed ConditionExpression.
+func isConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return true
+	}
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "ConditionalCheckFailedException"
+}
+
+// cancelledByCondition reports whether a transaction failed because the
+// condition of item i did not hold.
+func cancelledByCondition(err error, i int) bool {
+	var tce *types.TransactionCanceledException
+	if errors.As(err, &tce) {
+		if i < len(tce.CancellationReasons) {
+			return aws.ToString(tce.CancellationReasons[i].Code) == "ConditionalCheckFailed"
+		}
+		return false
+	}
+	return false
+}
+
+// wrap turns SDK errors into domain errors with context.
+func wrap(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	msg := fmt.Sprintf(format, args...)
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable":
+			return &lull.Error{Code: lull.EUNAVAILABLE, Message: "The service is busy; retry later.", Err: fmt.Errorf("dynamodb: %s: %w", msg, err)}
+		}
+	}
+	return fmt.Errorf("dynamodb: %s: %w", msg, err)
+}

@@ -1,0 +1,332 @@
+package dynamodb
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	ddb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// DefaultRetention is how long terminal generations and idempotency keys are
+// kept before DynamoDB's TTL removes them, unless Store.Retention says otherwise.
+const DefaultRetention = 30 * 24 * time.Hour
+
+func (s *Store) retention() time.Duration {
+	if s.Retention > 0 {
+		return s.Retention
+	}
+	return DefaultRetention
+}
+
+func n(v int64) types.AttributeValue  { return &types.AttributeValueMemberN{Value: fmt.Sprint(v)} }
+func str(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+
+// Create implements lull.Generations.
+func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint string) (*lull.Generation, bool, error) {
+	rec := toRecord(g)
+	rec.GSI3PK = fmt.Sprintf("UNENQ#%d", shard(g.ID))
+	rec.GSI3SK = sortKey(g.CreatedAt, g.ID)
+	item, err := attributevalue.MarshalMap(rec)
+	if err != nil {
+		return nil, false, fmt.Errorf("dynamodb: marshal generation %s: %w", g.ID, err)
+	}
+	notExists := aws.String("attribute_not_exists(pk)")
+	if g.IdempotencyKey == "" {
+		_, err := s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: notExists})
+		if isConditionFailed(err) {
+			return nil, false, lull.Errorf(lull.ECONFLICT, "generation %s already exists", g.ID)
+		}
+		if err != nil {
+			return nil, false, wrap(err, "put generation %s", g.ID)
+		}
+		return g, true, nil
+	}
+
+	idemPK := "IDEM#" + g.Tenant + "#" + g.IdempotencyKey
+	idem := key(idemPK, "IDEM")
+	idem["generation_id"] = str(g.ID)
+	idem["fingerprint"] = str(fingerprint)
+	idem["ttl"] = n(g.CreatedAt.Add(s.retention()).Unix())
+	_, err = s.c.TransactWriteItems(ctx, &ddb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+		{Put: &types.Put{TableName: &s.table, Item: idem, ConditionExpression: notExists}},
+		{Put: &types.Put{TableName: &s.table, Item: item, ConditionExpression: notExists}},
+	}})
+	if err == nil {
+		return g, true, nil
+	}
+	if !cancelledByCondition(err, 0) {
+		return nil, false, wrap(err, "create generation %s with idempotency key", g.ID)
+	}
+	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(idemPK, "IDEM"), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		return nil, false, wrap(err, "get idempotency key")
+	}
+	var prior struct {
+		GenerationID string `dynamodbav:"generation_id"`
+		Fingerprint  string `dynamodbav:"fingerprint"`
+	}
+	if err := attributevalue.UnmarshalMap(out.Item, &prior); err != nil || prior.GenerationID == "" {
+		return nil, false, fmt.Errorf("dynamodb: idempotency key %q vanished or is malformed: %v", g.IdempotencyKey, err)
+	}
+	if prior.Fingerprint != fingerprint {
+		return nil, false, &lull.Error{Code: lull.ECONFLICT, Param: "Idempotency-Key",
+			Message: "This Idempotency-Key was already used with a different request."}
+	}
+	existing, err := s.get(ctx, prior.GenerationID, true)
+	if err != nil {
+		return nil, false, err
+	}
+	return existing, false, nil
+}
+
+// Get implements lull.Generations.
+func (s *Store) Get(ctx context.Context, id string) (*lull.Generation, error) {
+	return s.get(ctx, id, true)
+}
+
+func (s *Store) get(ctx context.Context, id string, consistent bool) (*lull.Generation, error) {
+	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(genPK(id), "GEN"), ConsistentRead: aws.Bool(consistent)})
+	if err != nil {
+		return nil, wrap(err, "get generation %s", id)
+	}
+	if len(out.Item) == 0 {
+		return nil, lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
+	}
+	return decode(out.Item)
+}
+
+func decode(item map[string]types.AttributeValue) (*lull.Generation, error) {
+	var r genRecord
+	if err := attributevalue.UnmarshalMap(item, &r); err != nil {
+		return nil, fmt.Errorf("dynamodb: decode generation: %w", err)
+	}
+	return r.generation(), nil
+}
+
+// List implements lull.Generations.
+func (s *Store) List(ctx context.Context, tenant string, opts lull.ListOptions) ([]*lull.Generation, bool, error) {
+	limit := min(max(opts.Limit, 1), 100)
+	in := &ddb.QueryInput{
+		TableName:                 &s.table,
+		IndexName:                 aws.String("gsi1"),
+		KeyConditionExpression:    aws.String("gsi1pk = :pk"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str("T#" + tenant)},
+		ScanIndexForward:          aws.Bool(false),
+	}
+	if opts.After != "" {
+		after, err := s.get(ctx, opts.After, false)
+		if err != nil || after.Tenant != tenant {
+			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No generation found with id '%s'.", opts.After)}
+		}
+		in.KeyConditionExpression = aws.String("gsi1pk = :pk AND gsi1sk < :after")
+		in.ExpressionAttributeValues[":after"] = str(sortKey(after.CreatedAt, after.ID))
+	}
+	if opts.Status != "" {
+		in.FilterExpression = aws.String("#st = :st")
+		in.ExpressionAttributeNames = map[string]string{"#st": "status"}
+		in.ExpressionAttributeValues[":st"] = str(string(opts.Status))
+	}
+	var gens []*lull.Generation
+	for {
+		in.Limit = aws.Int32(int32(limit + 1 - len(gens)))
+		if in.FilterExpression != nil {
+			in.Limit = aws.Int32(100)
+		}
+		out, err := s.c.Query(ctx, in)
+		if err != nil {
+			return nil, false, wrap(err, "list generations of %s", tenant)
+		}
+		for _, item := range out.Items {
+			g, err := decode(item)
+			if err != nil {
+				return nil, false, err
+			}
+			gens = append(gens, g)
+		}
+		if len(gens) > limit {
+			return gens[:limit], true, nil
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return gens, false, nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
+
+// MarkEnqueued implements lull.Generations.
+func (s *Store) MarkEnqueued(ctx context.Context, id string) error {
+	_, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(genPK(id), "GEN"),
+		UpdateExpression:    aws.String("REMOVE gsi3pk, gsi3sk"),
+		ConditionExpression: aws.String("attribute_exists(pk)"),
+	})
+	if isConditionFailed(err) {
+		return lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
+	}
+	return wrap(err, "mark generation %s enqueued", id)
+}
+
+// Unenqueued implements lull.Generations.
+func (s *Store) Unenqueued(ctx context.Context, olderThan time.Time, limit int) ([]*lull.Generation, error) {
+	return s.sweep(ctx, "gsi3", "UNENQ", olderThan, limit)
+}
+
+// DueToExpire implements lull.Generations.
+func (s *Store) DueToExpire(ctx context.Context, now time.Time, limit int) ([]*lull.Generation, error) {
+	return s.sweep(ctx, "gsi2", "OPEN", now, limit)
+}
+
+// sweep reads up to limit items of a sharded sparse index whose sort key is
+// before t, oldest first.
+func (s *Store) sweep(ctx context.Context, index, prefix string, before time.Time, limit int) ([]*lull.Generation, error) {
+	var gens []*lull.Generation
+	for sh := 0; sh < Shards && len(gens) < limit; sh++ {
+		in := &ddb.QueryInput{
+			TableName:              &s.table,
+			IndexName:              aws.String(index),
+			KeyConditionExpression: aws.String(index + "pk = :pk AND " + index + "sk < :t"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":pk": str(fmt.Sprintf("%s#%d", prefix, sh)),
+				":t":  str(fmt.Sprintf("%013d", before.UnixMilli())),
+			},
+		}
+		for len(gens) < limit {
+			in.Limit = aws.Int32(int32(limit - len(gens)))
+			out, err := s.c.Query(ctx, in)
+			if err != nil {
+				return nil, wrap(err, "query %s shard %d", index, sh)
+			}
+			for _, item := range out.Items {
+				g, err := decode(item)
+				if err != nil {
+					return nil, err
+				}
+				gens = append(gens, g)
+			}
+			if len(out.LastEvaluatedKey) == 0 {
+				break
+			}
+			in.ExclusiveStartKey = out.LastEvaluatedKey
+		}
+	}
+	return gens, nil
+}
+
+// Start implements lull.Generations.
+func (s *Store) Start(ctx context.Context, id, owner string, now, leaseUntil time.Time) (*lull.Generation, error) {
+	out, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(genPK(id), "GEN"),
+		UpdateExpression: aws.String("SET #st = :run, lease_owner = :me, lease_until = :until, " +
+			"started_at = if_not_exists(started_at, :now), attempts = attempts + :one"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND expires_at > :now AND " +
+			"(#st = :queued OR (#st = :run AND (lease_until < :now OR lease_owner = :me)))"),
+		ExpressionAttributeNames: map[string]string{"#st": "status"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":run": str(string(lull.StatusInProgress)), ":queued": str(string(lull.StatusQueued)),
+			":me": str(owner), ":until": n(ms(leaseUntil)), ":now": n(ms(now)), ":one": n(1),
+		},
+		ReturnValues: types.ReturnValueAllNew,
+	})
+	if isConditionFailed(err) {
+		return nil, lull.Errorf(lull.ECONFLICT, "generation %s cannot start now", id)
+	}
+	if err != nil {
+		return nil, wrap(err, "start generation %s", id)
+	}
+	return decode(out.Attributes)
+}
+
+// Renew implements lull.Generations.
+func (s *Store) Renew(ctx context.Context, id, owner string, leaseUntil time.Time) error {
+	_, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(genPK(id), "GEN"),
+		UpdateExpression:         aws.String("SET lease_until = :until"),
+		ConditionExpression:      aws.String("#st = :run AND lease_owner = :me"),
+		ExpressionAttributeNames: map[string]string{"#st": "status"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":run": str(string(lull.StatusInProgress)), ":me": str(owner), ":until": n(ms(leaseUntil)),
+		},
+	})
+	if isConditionFailed(err) {
+		return lull.Errorf(lull.ECONFLICT, "lease on generation %s lost", id)
+	}
+	return wrap(err, "renew lease on generation %s", id)
+}
+
+// Finish implements lull.Generations.
+func (s *Store) Finish(ctx context.Context, id string, to lull.Status, o lull.Outcome) (*lull.Generation, error) {
+	from := to.From()
+	if !to.Terminal() || len(from) == 0 {
+		return nil, fmt.Errorf("dynamodb: finish generation %s: %q is not a terminal status", id, to)
+	}
+	names := map[string]string{"#st": "status", "#ttl": "ttl"}
+	vals := map[string]types.AttributeValue{
+		":to": str(string(to)), ":at": n(ms(o.At)), ":ttl": n(o.At.Add(s.retention()).Unix()),
+	}
+	set := []string{"#st = :to", "completed_at = :at", "#ttl = :ttl"}
+	if o.ResponseKey != "" {
+		set = append(set, "response_key = :rk")
+		vals[":rk"] = str(o.ResponseKey)
+	}
+	if o.Usage != nil {
+		u, err := attributevalue.Marshal(o.Usage)
+		if err != nil {
+			return nil, fmt.Errorf("dynamodb: marshal usage: %w", err)
+		}
+		set = append(set, "#usage = :usage")
+		names["#usage"] = "usage"
+		vals[":usage"] = u
+	}
+	if o.Failure != nil {
+		f, err := attributevalue.Marshal(failureAttr{Code: o.Failure.Code, Message: o.Failure.Message})
+		if err != nil {
+			return nil, fmt.Errorf("dynamodb: marshal failure: %w", err)
+		}
+		set = append(set, "failure = :fail")
+		vals[":fail"] = f
+	}
+	conds := make([]string, len(from))
+	for i, f := range from {
+		conds[i] = fmt.Sprintf("#st = :from%d", i)
+		vals[fmt.Sprintf(":from%d", i)] = str(string(f))
+	}
+	out, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(genPK(id), "GEN"),
+		UpdateExpression:          aws.String("SET " + strings.Join(set, ", ") + " REMOVE gsi2pk, gsi2sk, gsi3pk, gsi3sk, lease_owner, lease_until"),
+		ConditionExpression:       aws.String("attribute_exists(pk) AND (" + strings.Join(conds, " OR ") + ")"),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: vals,
+		ReturnValues:              types.ReturnValueAllNew,
+	})
+	if isConditionFailed(err) {
+		return nil, lull.Errorf(lull.ECONFLICT, "generation %s cannot become %s from its current status", id, to)
+	}
+	if err != nil {
+		return nil, wrap(err, "finish generation %s as %s", id, to)
+	}
+	return decode(out.Attributes)
+}
+
+// NoteError implements lull.Generations.
+func (s *Store) NoteError(ctx context.Context, id, msg string) error {
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	_, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(genPK(id), "GEN"),
+		UpdateExpression:          aws.String("SET last_error = :e"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":e": str(msg)},
+	})
+	if isConditionFailed(err) {
+		return lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
+	}
+	return wrap(err, "note error on generation %s", id)
+}

@@ -1,0 +1,62 @@
+// Package settings declares the environment each lull Lambda reads. The
+// structs are loaded with envconfig; infra sets exactly these variables, and
+// its tests compare against envconfig.Names of each struct so names cannot drift.
+package settings
+
+import "time"
+
+// Storage names the shared table and bucket.
+type Storage struct {
+	Table  string `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
+	Bucket string `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs, outputs and files"`
+}
+
+// Queues names the SQS queues a component sends to.
+type Queues struct {
+	// ModelQueues maps each served model name to its request queue URL.
+	ModelQueues    map[string]string `env:"LULL_MODEL_QUEUES" required:"true" doc:"JSON object: model name -> request queue URL"`
+	EventsQueueURL string            `env:"LULL_EVENTS_QUEUE_URL" doc:"events queue URL (webhook fan-out); empty disables events"`
+	BatchQueueURL  string            `env:"LULL_BATCH_QUEUE_URL" doc:"batch jobs queue URL; empty disables the Batch API"`
+}
+
+// API is the configuration of lambdas/api (and of the dev stack's API server).
+type API struct {
+	Storage
+	Queues
+	DefaultWindow         time.Duration `env:"LULL_DEFAULT_COMPLETION_WINDOW" default:"24h" doc:"completion window when a request names none"`
+	MaxWindow             time.Duration `env:"LULL_MAX_COMPLETION_WINDOW" default:"168h" doc:"longest completion window a request may ask for"`
+	MaxBodyBytes          int           `env:"LULL_MAX_BODY_BYTES" default:"2097152" doc:"largest accepted request body"`
+	Retention             time.Duration `env:"LULL_RETENTION" default:"720h" doc:"how long finished generations are kept (DynamoDB TTL)"`
+	AllowInsecureWebhooks bool          `env:"LULL_WEBHOOK_ALLOW_INSECURE" default:"false" doc:"allow http:// and loopback/private webhook URLs (dev only)"`
+}
+
+// Webhooks is the configuration of lambdas/webhooks.
+type Webhooks struct {
+	Storage
+	EventsQueueURL        string        `env:"LULL_EVENTS_QUEUE_URL" required:"true" doc:"events queue URL the Lambda consumes and re-schedules retries on"`
+	AllowInsecureWebhooks bool          `env:"LULL_WEBHOOK_ALLOW_INSECURE" default:"false" doc:"allow http:// and loopback/private webhook URLs (dev only)"`
+	Timeout               time.Duration `env:"LULL_WEBHOOK_TIMEOUT" default:"10s" doc:"timeout of one delivery attempt"`
+	MaxPayloadBytes       int           `env:"LULL_WEBHOOK_MAX_PAYLOAD" default:"262144" doc:"larger generations are delivered without the response, with a link"`
+}
+
+// Batch is the configuration of lambdas/batch.
+type Batch struct {
+	Storage
+	Queues
+}
+
+// Scaler is the configuration of lambdas/scaler.
+type Scaler struct {
+	Storage
+	Queues
+	MetricNamespace string `env:"LULL_METRIC_NAMESPACE" default:"Lull" doc:"CloudWatch namespace of BacklogPerInstance"`
+	// ASGNames maps each served model name to its Auto Scaling group name.
+	ASGNames map[string]string `env:"LULL_ASG_NAMES" doc:"JSON object: model name -> Auto Scaling group name"`
+}
+
+// DLQ is the configuration of lambdas/dlq, which fails generations whose
+// messages exhausted their receives.
+type DLQ struct {
+	Storage
+	EventsQueueURL string `env:"LULL_EVENTS_QUEUE_URL" doc:"events queue URL; empty disables events"`
+}

@@ -1,0 +1,50 @@
+package storetest
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/lull-ai/lull/localstack/emulators"
+	"github.com/lull-ai/lull/shared/awsclients"
+)
+
+// Backend is a set of AWS-protocol endpoints to run the suites against.
+type Backend struct {
+	Name    string
+	Clients *awsclients.Clients
+}
+
+// Backends returns the in-process emulators and, when the LULL_EXT_*_URL
+// variables name running external emulators (DynamoDB Local and fauxqs, see
+// localstack/scripts/emulators.sh), those too. With LULL_REQUIRE_EXTERNAL=1
+// missing external emulators fail the test instead of being left out.
+func Backends(t *testing.T) []Backend {
+	t.Helper()
+	emu, err := emulators.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	in, err := awsclients.New(context.Background(), emu.Endpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := []Backend{{Name: "inprocess", Clients: in}}
+	ext := awsclients.Endpoints{
+		DynamoDB: os.Getenv("LULL_EXT_DYNAMODB_URL"),
+		SQS:      os.Getenv("LULL_EXT_SQS_URL"),
+		S3:       os.Getenv("LULL_EXT_S3_URL"),
+	}
+	switch {
+	case ext.DynamoDB != "" && ext.SQS != "" && ext.S3 != "":
+		c, err := awsclients.New(context.Background(), ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		backends = append(backends, Backend{Name: "external", Clients: c})
+	case os.Getenv("LULL_REQUIRE_EXTERNAL") == "1":
+		t.Fatal("LULL_REQUIRE_EXTERNAL=1 but LULL_EXT_DYNAMODB_URL, LULL_EXT_SQS_URL and LULL_EXT_S3_URL are not all set; run via localstack/scripts/emulators.sh run")
+	}
+	return backends
+}
