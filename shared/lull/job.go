@@ -32,11 +32,11 @@ const (
 	EventGenerationCompleted = "generation.completed"
 	EventGenerationFailed    = "generation.failed"
 	EventGenerationExpired   = "generation.expired"
-	EventGenerationCancelled = "generation.cancelled"
 )
 
 // EventTypeFor returns the event type announcing that a generation reached
-// the terminal status s.
+// the terminal status s, or "" when none is sent (cancellation is the
+// client's own act and is not announced).
 func EventTypeFor(s Status) string {
 	switch s {
 	case StatusCompleted:
@@ -45,8 +45,6 @@ func EventTypeFor(s Status) string {
 		return EventGenerationFailed
 	case StatusExpired:
 		return EventGenerationExpired
-	case StatusCancelled:
-		return EventGenerationCancelled
 	}
 	return ""
 }

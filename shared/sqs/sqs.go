@@ -153,3 +153,22 @@ func wrap(err error, format string, args ...any) error {
 	}
 	return fmt.Errorf("sqs: %s: %w", msg, err)
 }
+
+// Senders returns one Queue per entry of urls (e.g. model → queue URL), as
+// lull.Senders.
+func Senders(c *sqssdk.Client, urls map[string]string) map[string]lull.Sender {
+	out := make(map[string]lull.Sender, len(urls))
+	for k, u := range urls {
+		out[k] = New(c, u)
+	}
+	return out
+}
+
+// Optional returns the queue at url, or nil when url is empty (a disabled
+// optional queue such as events).
+func Optional(c *sqssdk.Client, url string) lull.Sender {
+	if url == "" {
+		return nil
+	}
+	return New(c, url)
+}

@@ -1,0 +1,87 @@
+// Command gpuworker runs lull's GPU worker next to a vLLM server: it pulls
+// generations from the model's SQS queue, runs them on vLLM and records the
+// results. Configuration comes from the environment (see worker.Config).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/lull-ai/lull/gpuworker/vllm"
+	"github.com/lull-ai/lull/gpuworker/worker"
+	"github.com/lull-ai/lull/shared/awsclients"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/envconfig"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sqs"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := run(ctx, log); err != nil {
+		log.Error("gpuworker failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	var cfg worker.Config
+	if err := envconfig.Load(&cfg, os.LookupEnv); err != nil {
+		return err
+	}
+	clients, err := awsclients.New(ctx, awsclients.Endpoints{})
+	if err != nil {
+		return err
+	}
+	engine := vllm.New(cfg.VLLMURL, nil)
+	engine.Model = cfg.EngineModel
+	deps := worker.Deps{
+		Generations: dynamodb.New(clients.DynamoDB, cfg.Table),
+		Queue:       sqs.New(clients.SQS, cfg.QueueURL),
+		Blobs:       s3.New(clients.S3, cfg.Bucket),
+		Engine:      engine,
+		Logger:      log,
+	}
+	if cfg.EventsQueueURL != "" {
+		deps.Events = sqs.New(clients.SQS, cfg.EventsQueueURL)
+	}
+	w, err := worker.New(cfg, deps)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", w.MetricsHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server failed", "err", err)
+		}
+	}()
+	defer srv.Close()
+	log.Info("waiting for engine", "url", cfg.VLLMURL)
+	for !engine.Healthy(ctx) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	return w.Run(ctx)
+}
+
+var _ lull.Queue = (*sqs.Queue)(nil)

@@ -1,0 +1,401 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lull-ai/lull/gpuworker/vllm"
+	"github.com/lull-ai/lull/shared/dispatch"
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// Engine runs one request on the inference engine.
+type Engine interface {
+	Do(ctx context.Context, endpoint lull.Endpoint, body []byte) (*vllm.Result, error)
+}
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Generations lull.Generations
+	Queue       lull.Queue
+	Events      lull.Sender // nil disables events
+	Blobs       lull.Blobs
+	Engine      Engine
+	Logger      *slog.Logger
+	Now         func() time.Time // time.Now when nil
+}
+
+// Worker pulls jobs from one model queue and runs them on the engine.
+//
+// Guarantees: a message is deleted only after its generation is terminal in
+// the store (and its response is in the blob store); every status change is
+// a conditional write, so duplicate deliveries never complete a generation
+// twice; on shutdown or engine trouble, messages are released for another
+// worker instead of being held.
+type Worker struct {
+	cfg  Config
+	deps Deps
+	id   string
+
+	stats Stats
+}
+
+// Stats are the worker's counters, exported on /metrics.
+type Stats struct {
+	Received  atomic.Int64 // messages received
+	InFlight  atomic.Int64 // generations running now
+	Completed atomic.Int64 // generations this worker completed
+	Failed    atomic.Int64 // generations this worker marked failed
+	Released  atomic.Int64 // messages handed back to the queue unfinished
+	Skipped   atomic.Int64 // deliveries of already-terminal or foreign-leased generations
+}
+
+// New returns a worker; cfg is validated.
+func New(cfg Config, deps Deps) (*Worker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if deps.Generations == nil || deps.Queue == nil || deps.Blobs == nil || deps.Engine == nil {
+		return nil, errors.New("worker: Generations, Queue, Blobs and Engine are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	id := cfg.WorkerID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = cmp.Or(host, "worker") + "-" + lull.NewID("w")[2:8]
+	}
+	w := &Worker{cfg: cfg, deps: deps, id: id}
+	w.deps.Logger = deps.Logger.With("worker", id, "model", cfg.Model)
+	return w, nil
+}
+
+// ID returns the name the worker leases generations under.
+func (w *Worker) ID() string { return w.id }
+
+// Stats returns the worker's live counters.
+func (w *Worker) Stats() *Stats { return &w.stats }
+
+// Run receives and runs jobs until ctx is cancelled, then drains: it stops
+// receiving, lets running generations finish for up to DrainTimeout, and
+// releases the rest to the queue. It returns nil after a clean drain.
+func (w *Worker) Run(ctx context.Context) error {
+	log := w.deps.Logger
+	log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "visibility", w.cfg.Visibility.String())
+	// runCtx outlives ctx by the drain timeout so running generations can finish.
+	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRuns()
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		// Wait for at least one free slot, then ask for as many messages as are free.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		free := 1
+		for free < min(10, cap(slots)) {
+			select {
+			case slots <- struct{}{}:
+				free++
+				continue
+			default:
+			}
+			break
+		}
+		msgs, err := w.deps.Queue.Receive(ctx, free, 10*time.Second, w.cfg.Visibility)
+		for range free - len(msgs) {
+			<-slots
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			log.WarnContext(ctx, "receive failed", "err", err, "retry_in", backoff.String())
+			sleep(ctx, backoff)
+			continue
+		}
+		backoff = 0
+		for _, m := range msgs {
+			w.stats.Received.Add(1)
+			wg.Go(func() {
+				defer func() { <-slots }()
+				w.handle(runCtx, m)
+			})
+		}
+	}
+	log.InfoContext(ctx, "draining", "in_flight", w.stats.InFlight.Load(), "timeout", w.cfg.DrainTimeout.String())
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.DrainTimeout):
+		log.Warn("drain timeout: releasing unfinished generations", "in_flight", w.stats.InFlight.Load())
+		cancelRuns()
+		<-done
+	}
+	log.Info("worker stopped", "completed", w.stats.Completed.Load(), "released", w.stats.Released.Load())
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// cleanup returns a context for bookkeeping that must happen even when the
+// run context is cancelled (releasing a message, recording a failure).
+func cleanup() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
+}
+
+// handle runs one delivery to its end: deleted when the generation is
+// terminal, released (visible again) otherwise.
+func (w *Worker) handle(ctx context.Context, m lull.Message) {
+	log := w.deps.Logger.With("message_id", m.ID)
+	var job lull.Job
+	if err := json.Unmarshal(m.Body, &job); err != nil || !lull.ValidID("gen", job.GenerationID) {
+		// Not ours to interpret; keeping it would only loop it to the DLQ.
+		log.ErrorContext(ctx, "dropping malformed job message", "err", err, "body_bytes", len(m.Body))
+		w.ack(ctx, log, m)
+		return
+	}
+	log = log.With("generation_id", job.GenerationID, "tenant", job.Tenant)
+	now := w.deps.Now()
+	g, err := w.deps.Generations.Start(ctx, job.GenerationID, w.id, now, now.Add(w.cfg.Visibility))
+	if lull.IsConflict(err) {
+		w.notStartable(ctx, log, m, job.GenerationID)
+		return
+	}
+	if err != nil {
+		log.WarnContext(ctx, "cannot start generation; releasing", "err", err)
+		w.release(log, m, 5*time.Second, "")
+		return
+	}
+	w.stats.InFlight.Add(1)
+	defer w.stats.InFlight.Add(-1)
+	log = log.With("attempt", g.Attempts)
+	log.InfoContext(ctx, "generation started")
+	w.run(ctx, log, m, job, g)
+}
+
+// notStartable handles a delivery whose generation could not move to
+// in_progress: it is terminal, expired, gone, or leased by a live worker.
+func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Message, id string) {
+	g, err := w.deps.Generations.Get(ctx, id)
+	switch {
+	case lull.IsNotFound(err):
+		log.WarnContext(ctx, "job for unknown generation; dropping")
+		w.ack(ctx, log, m)
+	case err != nil:
+		log.WarnContext(ctx, "cannot read generation; releasing", "err", err)
+		w.release(log, m, 5*time.Second, "")
+	case g.Status.Terminal():
+		// A duplicate or late delivery: never run it again. Announce again in
+		// case the previous handler died between finishing and announcing.
+		w.stats.Skipped.Add(1)
+		log.InfoContext(ctx, "generation already terminal; acknowledging", "status", string(g.Status))
+		if err := dispatch.Announce(ctx, w.deps.Events, g); err != nil {
+			log.WarnContext(ctx, "re-announce failed; releasing", "err", err)
+			w.release(log, m, 5*time.Second, "")
+			return
+		}
+		w.ack(ctx, log, m)
+	case g.Expired(w.deps.Now()):
+		w.finish(ctx, log, m, g.ID, lull.StatusExpired, lull.Outcome{Failure: &lull.Failure{
+			Code: "expired", Message: "The completion window ended before the generation could run."}})
+	default:
+		// Another worker holds a live lease: come back when it would have lapsed.
+		w.stats.Skipped.Add(1)
+		wait := max(g.LeaseUntil.Sub(w.deps.Now())+time.Second, time.Second)
+		log.InfoContext(ctx, "generation leased by another worker; deferring", "owner", g.LeaseOwner, "retry_in", wait.String())
+		w.release(log, m, wait, "")
+	}
+}
+
+// run executes a started generation.
+func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job lull.Job, g *lull.Generation) {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var hb sync.WaitGroup
+	hb.Go(func() { w.heartbeat(runCtx, cancel, log, m, g.ID) })
+	defer hb.Wait()
+	defer cancel()
+
+	body := []byte(job.Request)
+	if job.RequestKey != "" {
+		var err error
+		if body, err = w.deps.Blobs.Get(runCtx, job.RequestKey); err != nil {
+			log.WarnContext(ctx, "cannot load request body; releasing", "err", err)
+			w.release(log, m, 5*time.Second, g.ID)
+			return
+		}
+	}
+	res, err := w.callEngine(runCtx, log, g, body)
+	switch {
+	case err == nil:
+	case runCtx.Err() != nil:
+		log.InfoContext(ctx, "generation interrupted; releasing", "cause", context.Cause(runCtx))
+		w.release(log, m, 0, g.ID)
+		return
+	case vllm.IsTransient(err):
+		// The engine is struggling: let the message come back later (and reach
+		// the DLQ consumer, which fails it, after the queue's max receives).
+		log.WarnContext(ctx, "engine failed repeatedly; releasing", "err", err)
+		w.release(log, m, 10*time.Second, g.ID)
+		return
+	default:
+		log.InfoContext(ctx, "engine rejected the request", "err", err)
+		w.finish(ctx, log, m, g.ID, lull.StatusFailed, lull.Outcome{Failure: &lull.Failure{Code: "invalid_request", Message: engineMessage(err)}})
+		return
+	}
+	key := fmt.Sprintf("outputs/%s/%s/%d.json", g.Tenant, g.ID, g.Attempts)
+	if err := w.deps.Blobs.Put(runCtx, key, res.Body, "application/json"); err != nil {
+		log.WarnContext(ctx, "cannot store output; releasing", "err", err)
+		w.release(log, m, 5*time.Second, g.ID)
+		return
+	}
+	w.finish(ctx, log, m, g.ID, lull.StatusCompleted, lull.Outcome{ResponseKey: key, Usage: &res.Usage})
+}
+
+func engineMessage(err error) string {
+	var e *vllm.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}
+
+// callEngine runs the request, retrying transient errors with backoff.
+func (w *Worker) callEngine(ctx context.Context, log *slog.Logger, g *lull.Generation, body []byte) (*vllm.Result, error) {
+	var err error
+	for attempt := 1; attempt <= w.cfg.EngineRetries; attempt++ {
+		callCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
+		var res *vllm.Result
+		res, err = w.deps.Engine.Do(callCtx, g.Endpoint, body)
+		cancel()
+		if err == nil || ctx.Err() != nil || !vllm.IsTransient(err) {
+			return res, err
+		}
+		log.WarnContext(ctx, "transient engine error", "err", err, "try", attempt)
+		if nerr := w.deps.Generations.NoteError(ctx, g.ID, err.Error()); nerr != nil {
+			log.WarnContext(ctx, "cannot record engine error", "err", nerr)
+		}
+		if attempt < w.cfg.EngineRetries {
+			d := time.Duration(1<<(attempt-1)) * 500 * time.Millisecond
+			sleep(ctx, d+rand.N(d/2+1))
+		}
+	}
+	return nil, err
+}
+
+// heartbeat keeps the message hidden and the lease alive while a generation
+// runs; it cancels the run if the lease is lost.
+func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelFunc, log *slog.Logger, m lull.Message, id string) {
+	t := time.NewTicker(w.cfg.Visibility / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.deps.Queue.SetVisibility(ctx, m.Receipt, w.cfg.Visibility); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "visibility extension failed", "err", err)
+		}
+		err := w.deps.Generations.Renew(ctx, id, w.id, w.deps.Now().Add(w.cfg.Visibility))
+		if lull.IsConflict(err) {
+			log.WarnContext(ctx, "lease lost; abandoning generation")
+			cancel()
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "lease renewal failed", "err", err)
+		}
+	}
+}
+
+// finish records a terminal status, announces it and acknowledges the
+// message. If another path finished the generation first, the message is
+// acknowledged all the same: it is terminal either way.
+func (w *Worker) finish(ctx context.Context, log *slog.Logger, m lull.Message, id string, to lull.Status, out lull.Outcome) {
+	cctx, cancel := cleanup()
+	defer cancel()
+	out.At = w.deps.Now().UTC()
+	g, err := w.deps.Generations.Finish(cctx, id, to, out)
+	if lull.IsConflict(err) {
+		log.InfoContext(ctx, "generation already finished elsewhere", "wanted", string(to))
+		w.ack(cctx, log, m)
+		return
+	}
+	if err != nil {
+		log.WarnContext(ctx, "cannot record terminal status; releasing", "status", string(to), "err", err)
+		w.release(log, m, 5*time.Second, id)
+		return
+	}
+	switch to {
+	case lull.StatusCompleted:
+		w.stats.Completed.Add(1)
+	case lull.StatusFailed:
+		w.stats.Failed.Add(1)
+	}
+	log.InfoContext(ctx, "generation finished", "status", string(to), "prompt_tokens", usage(g).PromptTokens, "completion_tokens", usage(g).CompletionTokens)
+	if err := dispatch.Announce(cctx, w.deps.Events, g); err != nil {
+		// Keep the message: its redelivery sees the terminal status and announces again.
+		log.WarnContext(ctx, "announce failed; releasing so a redelivery announces", "err", err)
+		w.release(log, m, 5*time.Second, "")
+		return
+	}
+	w.ack(cctx, log, m)
+}
+
+func usage(g *lull.Generation) lull.Usage {
+	if g.Usage == nil {
+		return lull.Usage{}
+	}
+	return *g.Usage
+}
+
+func (w *Worker) ack(ctx context.Context, log *slog.Logger, m lull.Message) {
+	cctx, cancel := cleanup()
+	defer cancel()
+	if err := w.deps.Queue.Delete(cctx, m.Receipt); err != nil {
+		log.WarnContext(ctx, "delete failed; a redelivery will be skipped", "err", err)
+	}
+}
+
+// release makes the message visible again after d and, when id is set, gives
+// up this worker's lease so the next delivery can start at once.
+func (w *Worker) release(log *slog.Logger, m lull.Message, d time.Duration, id string) {
+	cctx, cancel := cleanup()
+	defer cancel()
+	w.stats.Released.Add(1)
+	if id != "" {
+		if err := w.deps.Generations.Renew(cctx, id, w.id, w.deps.Now()); err != nil && !lull.IsConflict(err) {
+			log.Warn("cannot give up lease", "err", err)
+		}
+	}
+	if err := w.deps.Queue.SetVisibility(cctx, m.Receipt, d); err != nil {
+		log.Warn("release failed; the message returns after its visibility timeout", "err", err)
+	}
+}

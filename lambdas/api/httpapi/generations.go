@@ -1,0 +1,259 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/lull-ai/lull/shared/dispatch"
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// Accepted is the body returned when a slow request is accepted. It parses
+// as the endpoint's normal response object (OpenAI SDKs accept it), with no
+// choices yet, plus lull's status fields.
+type Accepted struct {
+	ID        string `json:"id"`
+	Object    string `json:"object"`
+	Created   int64  `json:"created"`
+	Model     string `json:"model"`
+	Choices   []any  `json:"choices"`
+	Status    string `json:"status"`
+	ExpiresAt int64  `json:"expires_at"`
+}
+
+// accept returns the handler of POST /v1/slow/<endpoint>.
+func (s *Server) accept(e lull.Endpoint) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		body, err := s.readBody(w, r)
+		if err != nil {
+			return err
+		}
+		req, meta, err := s.validate(e, body)
+		if err != nil {
+			return err
+		}
+		win, err := s.window(r.Header.Get("X-Lull-Completion-Window"))
+		if err != nil {
+			return err
+		}
+		idem := r.Header.Get("Idempotency-Key")
+		if len(idem) > 255 {
+			return lull.ParamError("Idempotency-Key", "Idempotency-Key must be at most 255 characters.")
+		}
+		now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+		t := tenant(r)
+		g := &lull.Generation{
+			ID: lull.NewID("gen"), Tenant: t, Model: req.Model, Endpoint: e, Status: lull.StatusQueued,
+			CreatedAt: now, ExpiresAt: now.Add(win), WebhookID: meta["webhook_id"], IdempotencyKey: idem,
+		}
+		if len(body) <= s.cfg.InlineLimit {
+			g.Request = compact(body)
+		} else {
+			g.RequestKey = fmt.Sprintf("inputs/%s/%s.json", t, g.ID)
+			if err := s.cfg.Blobs.Put(r.Context(), g.RequestKey, body, "application/json"); err != nil {
+				return err
+			}
+		}
+		fingerprint := lull.Fingerprint(string(e), string(body), r.Header.Get("X-Lull-Completion-Window"))
+		stored, created, err := s.cfg.Generations.Create(r.Context(), g, fingerprint)
+		if err != nil {
+			return err
+		}
+		log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", t, "generation_id", stored.ID)
+		if created {
+			// The generation is stored: from here on it is accepted. A failed
+			// send is retried by the sweeper, so it only warns.
+			if err := dispatch.Enqueue(r.Context(), s.cfg.Generations, s.cfg.Queues[g.Model], g); err != nil {
+				log.WarnContext(r.Context(), "enqueue failed; the sweeper will retry", "err", err)
+			}
+			log.InfoContext(r.Context(), "generation accepted", "model", g.Model, "endpoint", string(e), "window", win.String())
+		} else {
+			log.InfoContext(r.Context(), "idempotent replay", "idempotency_key", idem)
+		}
+		writeJSON(w, http.StatusAccepted, Accepted{
+			ID: stored.ID, Object: stored.Endpoint.Object(), Created: stored.CreatedAt.Unix(), Model: stored.Model,
+			Choices: []any{}, Status: string(stored.Status), ExpiresAt: stored.ExpiresAt.Unix(),
+		})
+		return nil
+	}
+}
+
+func compact(body []byte) json.RawMessage {
+	var out bytes.Buffer
+	if err := json.Compact(&out, body); err != nil {
+		return json.RawMessage(body)
+	}
+	return json.RawMessage(out.Bytes())
+}
+
+// View is the JSON form of a generation (GET /v1/generation/{id}).
+type View struct {
+	ID          string          `json:"id"`
+	Object      string          `json:"object"`
+	Status      lull.Status     `json:"status"`
+	Model       string          `json:"model"`
+	Endpoint    string          `json:"endpoint"`
+	CreatedAt   int64           `json:"created_at"`
+	StartedAt   *int64          `json:"started_at"`
+	CompletedAt *int64          `json:"completed_at"`
+	ExpiresAt   int64           `json:"expires_at"`
+	Request     json.RawMessage `json:"request,omitempty"`
+	Response    json.RawMessage `json:"response"`
+	Usage       *lull.Usage     `json:"usage"`
+	Error       *lull.Failure   `json:"error"`
+	WebhookID   *string         `json:"webhook_id,omitempty"`
+	Attempts    int             `json:"attempts"`
+}
+
+func unix(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	v := t.Unix()
+	return &v
+}
+
+func view(g *lull.Generation) View {
+	v := View{
+		ID: g.ID, Object: "generation", Status: g.Status, Model: g.Model, Endpoint: "/v1" + string(g.Endpoint),
+		CreatedAt: g.CreatedAt.Unix(), StartedAt: unix(g.StartedAt), CompletedAt: unix(g.CompletedAt),
+		ExpiresAt: g.ExpiresAt.Unix(), Usage: g.Usage, Error: g.Failure, Attempts: g.Attempts,
+	}
+	if g.WebhookID != "" {
+		v.WebhookID = &g.WebhookID
+	}
+	return v
+}
+
+// ownGeneration returns the caller's generation id, or ENOTFOUND for a
+// malformed, missing or foreign ID: other tenants' IDs are indistinguishable
+// from missing ones.
+func (s *Server) ownGeneration(r *http.Request) (*lull.Generation, error) {
+	id := r.PathValue("id")
+	notFound := lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
+	if !lull.ValidID("gen", id) {
+		return nil, notFound
+	}
+	g, err := s.cfg.Generations.Get(r.Context(), id)
+	if lull.IsNotFound(err) || (err == nil && g.Tenant != tenant(r)) {
+		return nil, notFound
+	}
+	return g, err
+}
+
+// fullView adds the request and, when completed, the response.
+func (s *Server) fullView(ctx context.Context, g *lull.Generation) (View, error) {
+	v := view(g)
+	v.Request = g.Request
+	if g.RequestKey != "" {
+		body, err := s.cfg.Blobs.Get(ctx, g.RequestKey)
+		if err != nil {
+			return v, fmt.Errorf("load request of %s: %w", g.ID, err)
+		}
+		v.Request = body
+	}
+	if g.Status == lull.StatusCompleted && g.ResponseKey != "" {
+		body, err := s.cfg.Blobs.Get(ctx, g.ResponseKey)
+		if err != nil {
+			return v, fmt.Errorf("load response of %s: %w", g.ID, err)
+		}
+		v.Response = body
+	}
+	return v, nil
+}
+
+func (s *Server) getGeneration(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.ownGeneration(r)
+	if err != nil {
+		return err
+	}
+	v, err := s.fullView(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) cancelGeneration(w http.ResponseWriter, r *http.Request) error {
+	g, err := s.ownGeneration(r)
+	if err != nil {
+		return err
+	}
+	done, err := s.cfg.Generations.Finish(r.Context(), g.ID, lull.StatusCancelled, lull.Outcome{At: s.cfg.Now().UTC()})
+	if lull.IsConflict(err) {
+		cur, gerr := s.cfg.Generations.Get(r.Context(), g.ID)
+		if gerr != nil {
+			return gerr
+		}
+		return lull.Errorf(lull.ECONFLICT, "Generation %s cannot be cancelled: its status is %s (only queued generations can be cancelled).", g.ID, cur.Status)
+	}
+	if err != nil {
+		return err
+	}
+	s.cfg.Logger.InfoContext(r.Context(), "generation cancelled", "request_id", requestID(r.Context()), "tenant", g.Tenant, "generation_id", g.ID)
+	writeJSON(w, http.StatusOK, view(done))
+	return nil
+}
+
+// Page is an OpenAI-style list page.
+type Page[T any] struct {
+	Object  string  `json:"object"`
+	Data    []T     `json:"data"`
+	FirstID *string `json:"first_id"`
+	LastID  *string `json:"last_id"`
+	HasMore bool    `json:"has_more"`
+}
+
+func (s *Server) listGenerations(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	opts := lull.ListOptions{Limit: 20, After: q.Get("after"), Status: lull.Status(q.Get("status"))}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			return lull.ParamError("limit", "'limit' must be an integer between 1 and 100.")
+		}
+		opts.Limit = n
+	}
+	if opts.Status != "" && !opts.Status.Valid() {
+		return lull.ParamError("status", "Invalid status %q.", opts.Status)
+	}
+	if opts.After != "" && !lull.ValidID("gen", opts.After) {
+		return lull.ParamError("after", "No generation found with id '%s'.", opts.After)
+	}
+	gens, more, err := s.cfg.Generations.List(r.Context(), tenant(r), opts)
+	if err != nil {
+		return err
+	}
+	page := Page[View]{Object: "list", Data: make([]View, 0, len(gens)), HasMore: more}
+	for _, g := range gens {
+		page.Data = append(page.Data, view(g))
+	}
+	if len(gens) > 0 {
+		page.FirstID, page.LastID = &gens[0].ID, &gens[len(gens)-1].ID
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// Model is an entry of GET /v1/models.
+type Model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+	page := Page[Model]{Object: "list", Data: []Model{}}
+	for _, m := range s.models {
+		page.Data = append(page.Data, Model{ID: m, Object: "model", OwnedBy: "lull"})
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}

@@ -1,0 +1,74 @@
+// Package deadletter fails generations whose job messages exhausted their
+// receives on a request queue and landed in its dead-letter queue, so that
+// every accepted generation reaches a terminal status.
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/lull-ai/lull/shared/dispatch"
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// Handler is the SQS-triggered DLQ consumer.
+type Handler struct {
+	Generations lull.Generations
+	Events      lull.Sender // nil disables events
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Handle fails the generation of each record. Records whose generation is
+// already terminal (or unknown) succeed without change; records that hit a
+// storage error are reported as batch item failures so SQS retries them.
+func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	var resp events.SQSEventResponse
+	for _, rec := range ev.Records {
+		if err := h.one(ctx, rec); err != nil {
+			h.Logger.WarnContext(ctx, "dead letter not processed; will retry", "message_id", rec.MessageId, "err", err)
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
+		}
+	}
+	return resp, nil
+}
+
+func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
+	var job lull.Job
+	if err := json.Unmarshal([]byte(rec.Body), &job); err != nil || job.GenerationID == "" {
+		h.Logger.ErrorContext(ctx, "malformed dead letter dropped", "message_id", rec.MessageId)
+		return nil
+	}
+	log := h.Logger.With("generation_id", job.GenerationID, "tenant", job.Tenant)
+	g, err := h.Generations.Get(ctx, job.GenerationID)
+	if lull.IsNotFound(err) {
+		log.WarnContext(ctx, "dead letter for unknown generation dropped")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if g.Status.Terminal() {
+		return dispatch.Announce(ctx, h.Events, g)
+	}
+	msg := "The generation could not be run: the engine kept failing."
+	if g.LastError != "" {
+		msg = fmt.Sprintf("The generation could not be run after %d attempts; last error: %s", g.Attempts, g.LastError)
+	}
+	done, err := h.Generations.Finish(ctx, g.ID, lull.StatusFailed, lull.Outcome{
+		At: h.Now().UTC(), Failure: &lull.Failure{Code: "engine_error", Message: msg},
+	})
+	if lull.IsConflict(err) {
+		return nil // finished concurrently; its finisher announces it
+	}
+	if err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "generation failed from dead-letter queue", "attempts", g.Attempts)
+	return dispatch.Announce(ctx, h.Events, done)
+}

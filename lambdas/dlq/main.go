@@ -1,0 +1,38 @@
+// Command dlq is the Lambda consuming the request queues' dead-letter queues:
+// it marks their generations failed. Configuration: settings.DLQ.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
+	"github.com/lull-ai/lull/shared/awsclients"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/envconfig"
+	"github.com/lull-ai/lull/shared/settings"
+	"github.com/lull-ai/lull/shared/sqs"
+)
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	var cfg settings.DLQ
+	if err := envconfig.Load(&cfg, os.LookupEnv); err != nil {
+		log.Error("dlq init failed", "err", err)
+		os.Exit(1)
+	}
+	c, err := awsclients.New(context.Background(), awsclients.Endpoints{})
+	if err != nil {
+		log.Error("dlq init failed", "err", err)
+		os.Exit(1)
+	}
+	h := &deadletter.Handler{
+		Generations: dynamodb.New(c.DynamoDB, cfg.Table), Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
+		Logger: log, Now: time.Now,
+	}
+	lambda.Start(h.Handle)
+}

@@ -1,0 +1,49 @@
+// Package dispatch puts generations' jobs on their model queues and
+// announces terminal generations on the events queue. The API, the worker,
+// the sweeper and the batch Lambda share it so that every path enqueues and
+// announces the same way.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// Enqueue sends g's job to q (grouped by tenant for fairness) and records
+// that it was enqueued. If the send fails the generation stays marked as
+// unenqueued and the sweeper sends it later, so a caller may treat the error
+// as a warning once the generation is stored. Sending twice is harmless:
+// workers run a generation at most once to completion.
+func Enqueue(ctx context.Context, gens lull.Generations, q lull.Sender, g *lull.Generation) error {
+	body, err := json.Marshal(lull.JobFor(g))
+	if err != nil {
+		return fmt.Errorf("dispatch: marshal job %s: %w", g.ID, err)
+	}
+	if err := q.Send(ctx, body, g.Tenant, 0); err != nil {
+		return fmt.Errorf("dispatch: enqueue %s: %w", g.ID, err)
+	}
+	if err := gens.MarkEnqueued(ctx, g.ID); err != nil {
+		return fmt.Errorf("dispatch: mark %s enqueued: %w", g.ID, err)
+	}
+	return nil
+}
+
+// Announce sends the event for g's terminal status to events. A nil events
+// sender (events disabled) or a status with no event is a no-op. The event ID
+// is stable, so announcing twice lets receivers de-duplicate.
+func Announce(ctx context.Context, events lull.Sender, g *lull.Generation) error {
+	if events == nil || !g.Status.Terminal() || lull.EventTypeFor(g.Status) == "" {
+		return nil
+	}
+	body, err := json.Marshal(lull.EventFor(g))
+	if err != nil {
+		return fmt.Errorf("dispatch: marshal event for %s: %w", g.ID, err)
+	}
+	if err := events.Send(ctx, body, g.Tenant, 0); err != nil {
+		return fmt.Errorf("dispatch: announce %s %s: %w", g.ID, g.Status, err)
+	}
+	return nil
+}
