@@ -1,0 +1,43 @@
+# lull — asynchronous LLM inference on idle GPUs.
+# `make help` lists the targets.
+
+SHELL := bash
+GO    ?= go
+PKGS  := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run the whole system locally (emulators, API on :8080, worker, simulator, DLQ consumer, sweeper)
+	$(GO) run ./localstack/cmd/lull-dev
+
+.PHONY: build
+build: ## Build every runtime binary into bin/
+	$(GO) build -o bin/ ./gpuworker ./localstack/cmd/...
+
+.PHONY: vet
+vet: ## go vet and gofmt check
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^infra/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: test
+test: vet ## Run every test: runtime module with -race against in-process AND external emulators, then infra
+	LULL_REQUIRE_EXTERNAL=1 bash localstack/scripts/emulators.sh run -- $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(MAKE) --no-print-directory test-infra
+
+.PHONY: test-short
+test-short: ## Runtime tests against the in-process emulators only (no install step)
+	$(GO) test -race -count=1 $(PKGS)
+
+.PHONY: bench
+bench: ## Benchmarks of the dev stack (accept latency and throughput) as a table
+	$(GO) run ./localstack/cmd/lull-bench
+
+.PHONY: lint
+lint: vet ## Static checks
+
+-include infra/infra.mk

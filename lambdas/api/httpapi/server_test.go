@@ -1,0 +1,262 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lull-ai/lull/lambdas/api/httpapi"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sqs"
+	"github.com/lull-ai/lull/shared/storetest"
+)
+
+const model = "test-model"
+
+type env struct {
+	url   string
+	store *dynamodb.Store
+	queue *sqs.Queue
+}
+
+// newEnv serves the API over real emulators.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	b := storetest.Backends(t)[0]
+	store := dynamodb.New(b.Clients.DynamoDB, "api-"+lull.NewID("t"))
+	if err := store.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bucket := "api-" + lull.NewID("b")[2:12]
+	if err := s3.CreateBucket(ctx, b.Clients.S3, bucket); err != nil {
+		t.Fatal(err)
+	}
+	qurl, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "api-"+lull.NewID("q")[2:], 30*time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue := sqs.New(b.Clients.SQS, qurl)
+	srv, err := httpapi.New(httpapi.Config{
+		Generations: store, Keys: store, Blobs: s3.New(b.Clients.S3, bucket),
+		Queues: map[string]lull.Sender{model: queue}, MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	for _, k := range []string{"sk-a", "sk-b"} {
+		if err := store.PutKey(ctx, lull.HashKey(k), "tenant-"+k[3:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &env{url: hs.URL, store: store, queue: queue}
+}
+
+func (e *env) do(t *testing.T, method, path, key, body string, hdr map[string]string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: body is not JSON: %q", method, path, raw)
+	}
+	return resp.StatusCode, out
+}
+
+const chat = `{"model":"test-model","messages":[{"role":"user","content":"hi"}]}`
+
+func TestBadRequests(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	big := `{"model":"test-model","messages":[{"role":"user","content":"` + strings.Repeat("x", 70<<10) + `"}]}`
+	for _, tc := range []struct {
+		name, method, path, key, body string
+		hdr                           map[string]string
+		status                        int
+		code, param                   string
+	}{
+		{"NoKey", "POST", "/v1/slow/chat/completions", "", chat, nil, 401, "invalid_api_key", ""},
+		{"UnknownKey", "POST", "/v1/slow/chat/completions", "sk-nope", chat, nil, 401, "invalid_api_key", ""},
+		{"NotBearer", "POST", "/v1/slow/chat/completions", "", chat, map[string]string{"Authorization": "Basic eDp5"}, 401, "invalid_api_key", ""},
+		{"EmptyBody", "POST", "/v1/slow/chat/completions", "sk-a", "", nil, 400, "invalid_request", ""},
+		{"BadJSON", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":`, nil, 400, "invalid_request", ""},
+		{"NotObject", "POST", "/v1/slow/chat/completions", "sk-a", `[1,2]`, nil, 400, "invalid_request", ""},
+		{"TwoObjects", "POST", "/v1/slow/chat/completions", "sk-a", chat + chat, nil, 400, "invalid_request", ""},
+		{"NoModel", "POST", "/v1/slow/chat/completions", "sk-a", `{"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "model"},
+		{"ModelWrongType", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":7,"messages":[]}`, nil, 400, "invalid_request", "model"},
+		{"UnknownModel", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, nil, 404, "model_not_found", "model"},
+		{"NoMessages", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model"}`, nil, 400, "invalid_request", "messages"},
+		{"EmptyMessages", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","messages":[]}`, nil, 400, "invalid_request", "messages"},
+		{"BadRole", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","messages":[{"role":"wizard","content":"hi"}]}`, nil, 400, "invalid_request", "messages[0].role"},
+		{"NoContent", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","messages":[{"role":"user"}]}`, nil, 400, "invalid_request", "messages[0].content"},
+		{"Stream", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "stream"},
+		{"BadN", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","n":0,"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "n"},
+		{"BadMaxTokens", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","max_tokens":-1,"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "max_tokens"},
+		{"BadMetadata", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","metadata":{"a":1},"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "metadata"},
+		{"NoPrompt", "POST", "/v1/slow/completions", "sk-a", `{"model":"test-model"}`, nil, 400, "invalid_request", "prompt"},
+		{"BadPrompt", "POST", "/v1/slow/completions", "sk-a", `{"model":"test-model","prompt":[]}`, nil, 400, "invalid_request", "prompt"},
+		{"TooLarge", "POST", "/v1/slow/chat/completions", "sk-a", big, nil, 413, "request_too_large", ""},
+		{"WrongContentType", "POST", "/v1/slow/chat/completions", "sk-a", chat, map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media", ""},
+		{"BadWindow", "POST", "/v1/slow/chat/completions", "sk-a", chat, map[string]string{"X-Lull-Completion-Window": "soon"}, 400, "invalid_request", "X-Lull-Completion-Window"},
+		{"WindowTooLong", "POST", "/v1/slow/chat/completions", "sk-a", chat, map[string]string{"X-Lull-Completion-Window": "30d"}, 400, "invalid_request", "X-Lull-Completion-Window"},
+		{"IdempotencyKeyTooLong", "POST", "/v1/slow/chat/completions", "sk-a", chat, map[string]string{"Idempotency-Key": strings.Repeat("k", 300)}, 400, "invalid_request", "Idempotency-Key"},
+		{"WrongMethod", "GET", "/v1/slow/chat/completions", "sk-a", "", nil, 405, "method_not_allowed", ""},
+		{"UnknownPath", "POST", "/v1/fast/chat/completions", "sk-a", chat, nil, 404, "unknown_url", ""},
+		{"MalformedID", "GET", "/v1/generation/../../etc", "sk-a", "", nil, 404, "unknown_url", ""},
+		{"MissingGeneration", "GET", "/v1/generation/" + lull.NewID("gen"), "sk-a", "", nil, 404, "not_found", ""},
+		{"BadGenerationID", "GET", "/v1/generation/gen_nope", "sk-a", "", nil, 404, "not_found", ""},
+		{"BadLimit", "GET", "/v1/generations?limit=1000", "sk-a", "", nil, 400, "invalid_request", "limit"},
+		{"BadStatus", "GET", "/v1/generations?status=done", "sk-a", "", nil, 400, "invalid_request", "status"},
+		{"BadCursor", "GET", "/v1/generations?after=xyz", "sk-a", "", nil, 400, "invalid_request", "after"},
+		{"CancelMissing", "POST", "/v1/generation/" + lull.NewID("gen") + "/cancel", "sk-a", "", nil, 404, "not_found", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			status, body := e.do(t, tc.method, tc.path, tc.key, tc.body, tc.hdr)
+			if status != tc.status {
+				t.Fatalf("status = %d, want %d; body %v", status, tc.status, body)
+			}
+			errObj, ok := body["error"].(map[string]any)
+			if !ok {
+				t.Fatalf("no OpenAI error envelope: %v", body)
+			}
+			if msg, _ := errObj["message"].(string); msg == "" {
+				t.Errorf("empty message: %v", errObj)
+			}
+			if _, ok := errObj["type"].(string); !ok {
+				t.Errorf("no type: %v", errObj)
+			}
+			if code, _ := errObj["code"].(string); code != tc.code {
+				t.Errorf("code = %q, want %q", code, tc.code)
+			}
+			param, _ := errObj["param"].(string)
+			if param != tc.param {
+				t.Errorf("param = %q, want %q", param, tc.param)
+			}
+		})
+	}
+	// Bad input changes nothing: no generation stored, nothing enqueued.
+	t.Cleanup(func() {
+		gens, _, err := e.store.List(context.Background(), "tenant-a", lull.ListOptions{Limit: 100})
+		if err != nil || len(gens) != 0 {
+			t.Errorf("bad requests stored %d generations (err %v)", len(gens), err)
+		}
+		if v, f, err := e.queue.Depth(context.Background()); err != nil || v+f != 0 {
+			t.Errorf("bad requests enqueued %d messages (err %v)", v+f, err)
+		}
+	})
+}
+
+func TestAcceptGetListCancel(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	status, acc := e.do(t, "POST", "/v1/slow/chat/completions", "sk-a", chat, map[string]string{"X-Lull-Completion-Window": "1h"})
+	if status != 202 || acc["status"] != "queued" || acc["object"] != "chat.completion" || acc["model"] != model {
+		t.Fatalf("accept = %d %v", status, acc)
+	}
+	if choices, ok := acc["choices"].([]any); !ok || len(choices) != 0 {
+		t.Fatalf("choices = %v, want []", acc["choices"])
+	}
+	id := acc["id"].(string)
+	if exp, created := acc["expires_at"].(float64), acc["created"].(float64); exp-created != 3600 {
+		t.Fatalf("window = %vs, want 3600", exp-created)
+	}
+	// Large bodies go to the blob store and come back whole.
+	long := fmt.Sprintf(`{"model":"test-model","prompt":%q}`, strings.Repeat("word ", 400))
+	status, acc2 := e.do(t, "POST", "/v1/slow/completions", "sk-a", long, nil)
+	if status != 202 || acc2["object"] != "text_completion" {
+		t.Fatalf("accept completions = %d %v", status, acc2)
+	}
+	_, got2 := e.do(t, "GET", "/v1/generation/"+acc2["id"].(string), "sk-a", "", nil)
+	if req, _ := got2["request"].(map[string]any); req["prompt"] != strings.Repeat("word ", 400) {
+		t.Fatalf("large request not returned whole: %v", got2["request"])
+	}
+
+	status, got := e.do(t, "GET", "/v1/generation/"+id, "sk-a", "", nil)
+	if status != 200 || got["status"] != "queued" || got["object"] != "generation" || got["response"] != nil {
+		t.Fatalf("get = %d %v", status, got)
+	}
+	// Tenant isolation: B sees A's generation as missing everywhere.
+	if status, _ := e.do(t, "GET", "/v1/generation/"+id, "sk-b", "", nil); status != 404 {
+		t.Fatalf("tenant B get = %d, want 404", status)
+	}
+	if status, _ := e.do(t, "POST", "/v1/generation/"+id+"/cancel", "sk-b", "", nil); status != 404 {
+		t.Fatalf("tenant B cancel = %d, want 404", status)
+	}
+	if _, list := e.do(t, "GET", "/v1/generations", "sk-b", "", nil); len(list["data"].([]any)) != 0 {
+		t.Fatalf("tenant B lists %v", list["data"])
+	}
+	if status, _ := e.do(t, "GET", "/v1/generations?after="+id, "sk-b", "", nil); status != 400 {
+		t.Fatalf("tenant B cursor on A's id = %d, want 400", status)
+	}
+	_, list := e.do(t, "GET", "/v1/generations?limit=1", "sk-a", "", nil)
+	if data := list["data"].([]any); len(data) != 1 || list["has_more"] != true || data[0].(map[string]any)["id"] != acc2["id"] {
+		t.Fatalf("list = %v", list)
+	}
+	status, cancelled := e.do(t, "POST", "/v1/generation/"+id+"/cancel", "sk-a", "", nil)
+	if status != 200 || cancelled["status"] != "cancelled" {
+		t.Fatalf("cancel = %d %v", status, cancelled)
+	}
+	if status, again := e.do(t, "POST", "/v1/generation/"+id+"/cancel", "sk-a", "", nil); status != 409 {
+		t.Fatalf("second cancel = %d %v, want 409", status, again)
+	}
+	_, list = e.do(t, "GET", "/v1/generations?status=cancelled", "sk-a", "", nil)
+	if data := list["data"].([]any); len(data) != 1 {
+		t.Fatalf("cancelled list = %v", list)
+	}
+	if status, models := e.do(t, "GET", "/v1/models", "sk-a", "", nil); status != 200 || len(models["data"].([]any)) != 1 {
+		t.Fatalf("models = %d %v", status, models)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h := map[string]string{"Idempotency-Key": "order-42"}
+	_, first := e.do(t, "POST", "/v1/slow/chat/completions", "sk-a", chat, h)
+	_, again := e.do(t, "POST", "/v1/slow/chat/completions", "sk-a", chat, h)
+	if first["id"] != again["id"] {
+		t.Fatalf("same key gave %v and %v", first["id"], again["id"])
+	}
+	_, other := e.do(t, "POST", "/v1/slow/chat/completions", "sk-b", chat, h)
+	if other["id"] == first["id"] {
+		t.Fatal("another tenant's key reused the generation")
+	}
+	status, conflict := e.do(t, "POST", "/v1/slow/chat/completions", "sk-a",
+		`{"model":"test-model","messages":[{"role":"user","content":"different"}]}`, h)
+	if status != 409 {
+		t.Fatalf("same key, different body = %d %v; want 409", status, conflict)
+	}
+	if v, f, err := e.queue.Depth(context.Background()); err != nil || v+f != 2 {
+		t.Fatalf("queue holds %d jobs (err %v), want 2: one per distinct generation", v+f, err)
+	}
+}

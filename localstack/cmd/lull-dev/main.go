@@ -1,0 +1,110 @@
+// Command lull-dev runs the whole lull system on one machine (`make run`):
+// emulators, API on 127.0.0.1:8080, a GPU worker against the vLLM simulator,
+// the DLQ consumer and the sweeper. Stop it with Ctrl-C.
+//
+// Environment: LULL_DEV_API_KEY (default sk-lull-dev), LULL_MODEL (default
+// lull-sim-1), LULL_API_ADDR (default 127.0.0.1:8080), VLLM_URL (use a real
+// OpenAI-compatible engine instead of the simulator), AWS_ENDPOINT_URL or
+// AWS_ENDPOINT_URL_{DYNAMODB,SQS,S3} (use external emulators such as
+// LocalStack instead of the in-process ones), LULL_SIM_TIME_SCALE (simulator
+// speed, default 1 = real time), LULL_WORKERS (default 1).
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/lull-ai/lull/localstack/devstack"
+	"github.com/lull-ai/lull/shared/awsclients"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := run(ctx, log); err != nil {
+		log.Error("lull-dev failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	cfg := devstack.Config{
+		APIAddr:   os.Getenv("LULL_API_ADDR"),
+		DevAPIKey: os.Getenv("LULL_DEV_API_KEY"),
+		Model:     os.Getenv("LULL_MODEL"),
+		VLLMURL:   os.Getenv("VLLM_URL"),
+		Logger:    log,
+	}
+	all := os.Getenv("AWS_ENDPOINT_URL")
+	cfg.Endpoints = awsclients.Endpoints{
+		DynamoDB: cmp.Or(os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), all),
+		SQS:      cmp.Or(os.Getenv("AWS_ENDPOINT_URL_SQS"), all),
+		S3:       cmp.Or(os.Getenv("AWS_ENDPOINT_URL_S3"), all),
+	}
+	if v := os.Getenv("LULL_SIM_TIME_SCALE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("LULL_SIM_TIME_SCALE=%q: want a positive number", v)
+		}
+		cfg.Sim.TimeScale = f
+	}
+	if v := os.Getenv("LULL_WORKERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("LULL_WORKERS=%q: want a number >= 0", v)
+		}
+		cfg.Workers = max(n, -1)
+		if n == 0 {
+			cfg.Workers = -1
+		}
+	}
+	st, err := devstack.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	key := cmp.Or(cfg.DevAPIKey, "sk-lull-dev")
+	model := cmp.Or(cfg.Model, "lull-sim-1")
+	emu := "in-process emulators (goaws, minidyn, gofakes3)"
+	if cfg.Endpoints != (awsclients.Endpoints{}) {
+		emu = fmt.Sprintf("external endpoints %+v", st.Endpoints)
+	}
+	engine := "built-in vLLM simulator at " + st.EngineURL
+	if cfg.VLLMURL != "" {
+		engine = "external engine at " + cfg.VLLMURL
+	}
+	fmt.Printf(`
+lull dev stack is up.
+  API:      %[1]s   (API key %[2]s, tenant "dev")
+  model:    %[3]s
+  engine:   %[4]s
+  storage:  %[5]s
+
+Try it:
+  curl -s %[1]s/v1/slow/chat/completions \
+    -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
+    -d '{"model":"%[3]s","messages":[{"role":"user","content":"Say hello"}]}'
+  # → {"id":"gen_…","status":"queued",…}; then:
+  curl -s %[1]s/v1/generation/<id> -H "Authorization: Bearer %[2]s"
+
+OpenAI SDKs: base_url=%[1]s/v1/slow, api_key=%[2]s.
+Ctrl-C stops everything.
+`, st.URL, key, model, engine, emu)
+	<-ctx.Done()
+	log.Info("shutting down")
+	done := make(chan error, 1)
+	go func() { done <- st.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(45 * time.Second):
+		return fmt.Errorf("shutdown took longer than 45s")
+	}
+}

@@ -1,0 +1,326 @@
+// Package devstack runs the whole of lull on one machine: AWS-protocol
+// emulators (in-process, or external ones such as LocalStack), the table,
+// queues and bucket, the API on a local port, GPU workers against a vLLM
+// simulator (or a real engine), the DLQ consumer through a local event-source
+// poller, and the sweeper on a ticker. `make run` and the integration tests
+// both use it.
+package devstack
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lull-ai/lull/gpuworker/vllm"
+	"github.com/lull-ai/lull/gpuworker/worker"
+	"github.com/lull-ai/lull/lambdas/api/httpapi"
+	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
+	"github.com/lull-ai/lull/lambdas/scaler/sweep"
+	"github.com/lull-ai/lull/localstack/emulators"
+	"github.com/lull-ai/lull/localstack/poller"
+	"github.com/lull-ai/lull/localstack/vllmsim"
+	"github.com/lull-ai/lull/shared/awsclients"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sqs"
+)
+
+// Config configures a dev stack. Zero values take the defaults noted.
+type Config struct {
+	// APIAddr is where the API listens; "127.0.0.1:8080" by default, ":0"
+	// style addresses pick a free port.
+	APIAddr string
+	// DevAPIKey is seeded for tenant "dev"; "sk-lull-dev" by default.
+	DevAPIKey string
+	// Model is the model served; "lull-sim-1" by default.
+	Model string
+	// VLLMURL points the workers at an external OpenAI-compatible engine
+	// instead of the built-in simulator.
+	VLLMURL string
+	// Endpoints uses external emulators (LocalStack, DynamoDB Local, fauxqs)
+	// instead of the in-process ones when set.
+	Endpoints awsclients.Endpoints
+	// Prefix names the resources (table, queues, bucket); "lull-dev" by default.
+	Prefix string
+	// Workers is the number of GPU workers; 1 by default, -1 for none.
+	Workers int
+	// WorkerConcurrency is each worker's concurrency; 16 by default.
+	WorkerConcurrency int
+	// Visibility is the request queues' visibility timeout; 30s by default.
+	Visibility time.Duration
+	// MaxReceives is how many receives a job gets before its DLQ; 5 by default.
+	MaxReceives int
+	// SweepEvery is the sweeper's period; 10s by default.
+	SweepEvery time.Duration
+	// SweepGrace is how old an unenqueued generation must be to be re-sent; 5s by default.
+	SweepGrace time.Duration
+	// Sim configures the built-in vLLM simulator (its Model is set to Model).
+	Sim vllmsim.Config
+	// MinWindow is the shortest completion window clients may ask for; 1m by default.
+	MinWindow time.Duration
+	Logger    *slog.Logger
+}
+
+func (c *Config) withDefaults() {
+	c.APIAddr = cmp.Or(c.APIAddr, "127.0.0.1:8080")
+	c.DevAPIKey = cmp.Or(c.DevAPIKey, "sk-lull-dev")
+	c.Model = cmp.Or(c.Model, "lull-sim-1")
+	c.Prefix = cmp.Or(c.Prefix, "lull-dev")
+	c.Workers = cmp.Or(c.Workers, 1)
+	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, 16)
+	c.Visibility = cmp.Or(c.Visibility, 30*time.Second)
+	c.MaxReceives = cmp.Or(c.MaxReceives, 5)
+	c.SweepEvery = cmp.Or(c.SweepEvery, 10*time.Second)
+	c.SweepGrace = cmp.Or(c.SweepGrace, 5*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Stack is a running dev stack.
+type Stack struct {
+	cfg Config
+	// URL is the API's base URL, e.g. http://127.0.0.1:8080.
+	URL string
+	// EngineURL is the engine the workers use.
+	EngineURL string
+	// Sim is the built-in simulator, nil with an external engine.
+	Sim *vllmsim.Server
+	// Clients talk to the stack's AWS endpoints.
+	Clients   *awsclients.Clients
+	Endpoints awsclients.Endpoints
+	Store     *dynamodb.Store
+	Blobs     *s3.Blobs
+	// Table, Bucket and the queue URLs name the stack's resources.
+	Table, Bucket                             string
+	QueueURL, DLQURL, EventsURL, EventsDLQURL string
+	API                                       *httpapi.Server
+
+	emu     *emulators.Emulators
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	srv     *http.Server
+	simSrv  *http.Server
+	workers []*worker.Worker
+	mu      sync.Mutex
+}
+
+var slugRE = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
+
+// QueueName returns the request queue name for a model.
+func QueueName(prefix, model string) string {
+	return prefix + "-requests-" + strings.Trim(slugRE.ReplaceAllString(model, "-"), "-")
+}
+
+// Start brings the stack up. Close it when done.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	cfg.withDefaults()
+	s := &Stack{cfg: cfg, Endpoints: cfg.Endpoints}
+	if err := s.start(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) start(ctx context.Context) error {
+	cfg := s.cfg
+	log := cfg.Logger
+	if s.Endpoints == (awsclients.Endpoints{}) {
+		emu, err := emulators.Start()
+		if err != nil {
+			return err
+		}
+		s.emu, s.Endpoints = emu, emu.Endpoints
+	}
+	var err error
+	if s.Clients, err = awsclients.New(ctx, s.Endpoints); err != nil {
+		return err
+	}
+	s.Table, s.Bucket = cfg.Prefix+"-state", cfg.Prefix+"-data"
+	s.Store = dynamodb.New(s.Clients.DynamoDB, s.Table)
+	if err := s.Store.CreateTable(ctx); err != nil {
+		return err
+	}
+	if err := s3.CreateBucket(ctx, s.Clients.S3, s.Bucket); err != nil {
+		return err
+	}
+	s.Blobs = s3.New(s.Clients.S3, s.Bucket)
+	if s.QueueURL, s.DLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, QueueName(cfg.Prefix, cfg.Model), cfg.Visibility, cfg.MaxReceives); err != nil {
+		return err
+	}
+	if s.EventsURL, s.EventsDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-events", 60*time.Second, 20); err != nil {
+		return err
+	}
+	if err := s.AddKey(ctx, cfg.DevAPIKey, "dev"); err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	events := sqs.New(s.Clients.SQS, s.EventsURL)
+
+	// The engine: the simulator unless an external one is named.
+	s.EngineURL = cfg.VLLMURL
+	if s.EngineURL == "" {
+		simCfg := cfg.Sim
+		simCfg.Model = cfg.Model
+		if s.Sim, err = vllmsim.New(simCfg); err != nil {
+			return err
+		}
+		if s.EngineURL, s.simSrv, err = serve("127.0.0.1:0", s.Sim); err != nil {
+			return err
+		}
+	}
+
+	// The API.
+	s.API, err = httpapi.New(httpapi.Config{
+		Generations: s.Store, Keys: s.Store, Blobs: s.Blobs,
+		Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+		Logger: log, MinWindow: cfg.MinWindow,
+	})
+	if err != nil {
+		return err
+	}
+	if s.URL, s.srv, err = serve(cfg.APIAddr, s.API); err != nil {
+		return err
+	}
+
+	// Workers.
+	for range max(cfg.Workers, 0) {
+		if _, err := s.StartWorker(runCtx, nil); err != nil {
+			return err
+		}
+	}
+
+	// The DLQ consumer, through a local event-source poller.
+	dlq := &deadletter.Handler{Generations: s.Store, Events: events, Logger: log, Now: time.Now}
+	s.goRun(func() {
+		(&poller.Poller{Name: "dlq", Queue: sqs.New(s.Clients.SQS, s.DLQURL), Handler: dlq.Handle, Logger: log}).Run(runCtx)
+	})
+
+	// The sweeper on a ticker, as EventBridge runs the scaler Lambda.
+	sw := &sweep.Sweeper{
+		Generations: s.Store, Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+		Events: events, Logger: log, Now: time.Now, Grace: cfg.SweepGrace,
+	}
+	s.goRun(func() {
+		t := time.NewTicker(cfg.SweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+				if _, err := sw.Sweep(runCtx); err != nil && runCtx.Err() == nil {
+					log.Warn("sweep failed", "err", err)
+				}
+			}
+		}
+	})
+	return nil
+}
+
+func (s *Stack) goRun(f func()) { s.wg.Go(f) }
+
+// WorkerConfig returns the configuration a worker of this stack runs with.
+func (s *Stack) WorkerConfig() worker.Config {
+	return worker.Config{
+		Model: s.cfg.Model, QueueURL: s.QueueURL, EventsQueueURL: s.EventsURL, Table: s.Table, Bucket: s.Bucket,
+		VLLMURL: s.EngineURL, Concurrency: s.cfg.WorkerConcurrency, Visibility: s.cfg.Visibility,
+		RequestTimeout: 10 * time.Minute, EngineRetries: 3, DrainTimeout: 30 * time.Second,
+	}
+}
+
+// WorkerEnv returns the environment a separate gpuworker process needs to
+// join this stack (used by tests that kill a worker process).
+func (s *Stack) WorkerEnv() []string {
+	c := s.WorkerConfig()
+	return []string{
+		"LULL_MODEL=" + c.Model, "LULL_QUEUE_URL=" + c.QueueURL, "LULL_EVENTS_QUEUE_URL=" + c.EventsQueueURL,
+		"LULL_TABLE=" + c.Table, "LULL_BUCKET=" + c.Bucket, "VLLM_URL=" + c.VLLMURL,
+		fmt.Sprintf("LULL_CONCURRENCY=%d", c.Concurrency), "LULL_VISIBILITY_TIMEOUT=" + c.Visibility.String(),
+		"LULL_METRICS_ADDR=127.0.0.1:0", "LULL_DRAIN_TIMEOUT=10s",
+		"AWS_ENDPOINT_URL_DYNAMODB=" + s.Endpoints.DynamoDB, "AWS_ENDPOINT_URL_SQS=" + s.Endpoints.SQS,
+		"AWS_ENDPOINT_URL_S3=" + s.Endpoints.S3, "AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test",
+	}
+}
+
+// StartWorker starts one more in-process worker that runs until ctx ends or
+// the stack closes. change, when non-nil, adjusts its configuration.
+func (s *Stack) StartWorker(ctx context.Context, change func(*worker.Config)) (*worker.Worker, error) {
+	cfg := s.WorkerConfig()
+	if change != nil {
+		change(&cfg)
+	}
+	engine := vllm.New(cfg.VLLMURL, nil)
+	w, err := worker.New(cfg, worker.Deps{
+		Generations: s.Store, Queue: sqs.New(s.Clients.SQS, cfg.QueueURL), Events: sqs.New(s.Clients.SQS, cfg.EventsQueueURL),
+		Blobs: s.Blobs, Engine: engine, Logger: s.cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.workers = append(s.workers, w)
+	s.mu.Unlock()
+	s.goRun(func() { _ = w.Run(ctx) })
+	return w, nil
+}
+
+// Workers returns the in-process workers started so far.
+func (s *Stack) Workers() []*worker.Worker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*worker.Worker(nil), s.workers...)
+}
+
+// AddKey seeds an API key for a tenant.
+func (s *Stack) AddKey(ctx context.Context, key, tenant string) error {
+	return s.Store.PutKey(ctx, lull.HashKey(key), tenant)
+}
+
+// Close stops everything: API, workers (draining), pollers, simulator and
+// emulators.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.srv.Shutdown(sctx))
+		cancel()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.simSrv != nil {
+		errs = append(errs, s.simSrv.Close())
+	}
+	if s.Sim != nil {
+		s.Sim.Close()
+	}
+	if s.emu != nil {
+		errs = append(errs, s.emu.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func serve(addr string, h http.Handler) (string, *http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("devstack: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), srv, nil
+}
