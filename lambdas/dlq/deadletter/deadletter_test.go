@@ -1,0 +1,70 @@
+package deadletter_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/storetest"
+)
+
+func TestHandle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := storetest.Backends(t)[0]
+	store := dynamodb.New(b.Clients.DynamoDB, "dlq-"+lull.NewID("t"))
+	if err := store.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	mk := func() *lull.Generation {
+		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+			CreatedAt: now, ExpiresAt: now.Add(time.Hour), Request: json.RawMessage(`{}`)}
+		if _, _, err := store.Create(ctx, g, ""); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	running, done := mk(), mk()
+	if _, err := store.Start(ctx, running.ID, "w", now, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.NoteError(ctx, running.ID, "engine answered 503: overloaded"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Finish(ctx, done.ID, lull.StatusCancelled, lull.Outcome{At: now}); err != nil {
+		t.Fatal(err)
+	}
+	record := func(id, body string) events.SQSMessage { return events.SQSMessage{MessageId: id, Body: body} }
+	job := func(g *lull.Generation) string { b, _ := json.Marshal(lull.JobFor(g)); return string(b) }
+
+	h := &deadletter.Handler{Generations: store, Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	resp, err := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{
+		record("1", job(running)), record("2", job(done)), record("3", "not json"),
+	}})
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("Handle = %+v, %v", resp, err)
+	}
+	g, _ := store.Get(ctx, running.ID)
+	if g.Status != lull.StatusFailed || g.Failure == nil || g.Failure.Code != "engine_error" || !strings.Contains(g.Failure.Message, "503: overloaded") {
+		t.Fatalf("running generation after DLQ: %+v", g)
+	}
+	if g, _ := store.Get(ctx, done.ID); g.Status != lull.StatusCancelled {
+		t.Fatalf("terminal generation changed to %s", g.Status)
+	}
+
+	// A storage failure reports the record for retry instead of dropping it.
+	broken := &deadletter.Handler{Generations: dynamodb.New(b.Clients.DynamoDB, "no-such-table"), Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	resp, err = broken.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{record("9", job(running))}})
+	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "9" {
+		t.Fatalf("broken Handle = %+v, %v", resp, err)
+	}
+}

@@ -1,0 +1,83 @@
+package sweep_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/lull-ai/lull/lambdas/scaler/sweep"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/sqs"
+	"github.com/lull-ai/lull/shared/storetest"
+)
+
+func TestSweep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := storetest.Backends(t)[0]
+	store := dynamodb.New(b.Clients.DynamoDB, "sweep-"+lull.NewID("t"))
+	if err := store.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newQueue := func() *sqs.Queue {
+		url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweep-"+lull.NewID("q")[2:], 30*time.Second, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sqs.New(b.Clients.SQS, url)
+	}
+	requests, events := newQueue(), newQueue()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	gen := func(created, expires time.Time) *lull.Generation {
+		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+			CreatedAt: created, ExpiresAt: expires, Request: json.RawMessage(`{}`), WebhookID: "wh_1"}
+		if _, _, err := store.Create(ctx, g, ""); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	stale := gen(now.Add(-time.Minute), now.Add(time.Hour))  // never enqueued, old enough
+	fresh := gen(now.Add(-time.Second), now.Add(time.Hour)) // the API may still be sending it
+	expired := gen(now.Add(-2*time.Hour), now.Add(-time.Minute))
+	if err := store.MarkEnqueued(ctx, expired.ID); err != nil {
+		t.Fatal(err)
+	}
+	s := &sweep.Sweeper{Generations: store, Queues: map[string]lull.Sender{"m": requests}, Events: events,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Grace: 30 * time.Second}
+	res, err := s.Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reenqueued != 1 || res.Expired != 1 {
+		t.Fatalf("Sweep = %+v, want 1 re-enqueued and 1 expired", res)
+	}
+	msgs, err := requests.Receive(ctx, 10, time.Second, 30*time.Second)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("request queue: %d messages, %v", len(msgs), err)
+	}
+	var job lull.Job
+	if err := json.Unmarshal(msgs[0].Body, &job); err != nil || job.GenerationID != stale.ID {
+		t.Fatalf("re-enqueued %+v, want %s", job, stale.ID)
+	}
+	g, err := store.Get(ctx, expired.ID)
+	if err != nil || g.Status != lull.StatusExpired || g.Failure == nil || g.Failure.Code != "expired" {
+		t.Fatalf("expired generation: %+v %v", g, err)
+	}
+	ev, err := events.Receive(ctx, 10, time.Second, 30*time.Second)
+	if err != nil || len(ev) != 1 {
+		t.Fatalf("events: %d, %v", len(ev), err)
+	}
+	var e lull.Event
+	if err := json.Unmarshal(ev[0].Body, &e); err != nil || e.Type != lull.EventGenerationExpired || e.GenerationID != expired.ID || e.WebhookID != "wh_1" {
+		t.Fatalf("event %+v", e)
+	}
+	// A second sweep finds nothing new: the stale one is marked enqueued,
+	// the expired one is terminal, the fresh one is still in its grace time.
+	if res, err := s.Sweep(ctx); err != nil || res != (sweep.Result{}) {
+		t.Fatalf("second Sweep = %+v, %v", res, err)
+	}
+	_ = fresh
+}
