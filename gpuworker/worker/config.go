@@ -9,20 +9,20 @@ import (
 // package sets these variables in the instance user data; envconfig.Names(&Config{})
 // is the list a deployment must match.
 type Config struct {
-	Model           string        `env:"LULL_MODEL" required:"true" doc:"model name the worker serves (as clients send it)"`
-	QueueURL        string        `env:"LULL_QUEUE_URL" required:"true" doc:"SQS URL of the model's request queue"`
-	EventsQueueURL  string        `env:"LULL_EVENTS_QUEUE_URL" doc:"SQS URL of the events queue (webhook fan-out); empty disables events"`
-	Table           string        `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
-	Bucket          string        `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs and outputs"`
-	VLLMURL         string        `env:"VLLM_URL" default:"http://127.0.0.1:8000" doc:"base URL of the local vLLM OpenAI server"`
-	EngineModel     string        `env:"LULL_ENGINE_MODEL" doc:"model name the engine expects, when it differs from LULL_MODEL"`
-	Concurrency     int           `env:"LULL_CONCURRENCY" default:"16" doc:"most generations in flight at once"`
-	Visibility      time.Duration `env:"LULL_VISIBILITY_TIMEOUT" default:"60s" doc:"SQS visibility the worker holds and extends while a generation runs"`
-	RequestTimeout  time.Duration `env:"LULL_ENGINE_TIMEOUT" default:"10m" doc:"longest one engine call may take"`
-	EngineRetries   int           `env:"LULL_ENGINE_RETRIES" default:"3" doc:"attempts per delivery on transient engine errors"`
-	WorkerID        string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
-	MetricsAddr     string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
-	DrainTimeout    time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
+	Model          string        `env:"LULL_MODEL" required:"true" doc:"model name the worker serves (as clients send it)"`
+	QueueURL       string        `env:"LULL_QUEUE_URL" required:"true" doc:"SQS URL of the model's request queue"`
+	EventsQueueURL string        `env:"LULL_EVENTS_QUEUE_URL" doc:"SQS URL of the events queue (webhook fan-out); empty disables events"`
+	Table          string        `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
+	Bucket         string        `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs and outputs"`
+	VLLMURL        string        `env:"VLLM_URL" default:"http://127.0.0.1:8000" doc:"base URL of the local vLLM OpenAI server"`
+	EngineModel    string        `env:"LULL_ENGINE_MODEL" doc:"model name the engine expects, when it differs from LULL_MODEL"`
+	Concurrency    int           `env:"LULL_CONCURRENCY" default:"16" doc:"most generations in flight at once"`
+	Visibility     time.Duration `env:"LULL_VISIBILITY_TIMEOUT" default:"60s" doc:"SQS visibility the worker holds and extends while a generation runs"`
+	RequestTimeout time.Duration `env:"LULL_ENGINE_TIMEOUT" default:"10m" doc:"longest one engine call may take"`
+	EngineRetries  int           `env:"LULL_ENGINE_RETRIES" default:"3" doc:"attempts per delivery on transient engine errors"`
+	WorkerID       string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
+	MetricsAddr    string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
+	DrainTimeout   time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
 }
 
 func (c *Config) validate() error {

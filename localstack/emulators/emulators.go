@@ -97,7 +97,7 @@ func startSQS() (string, error) {
 	models.CurrentEnvironment.Region = ""
 	models.CurrentEnvironment.AccountID = "000000000000"
 	go gosqs.PeriodicTasks(250*time.Millisecond, make(chan bool))
-	srv := &http.Server{Handler: router.New(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: &sqsShim{next: router.New()}, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return "http://" + ln.Addr().String(), nil
 }

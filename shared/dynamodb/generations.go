@@ -25,7 +25,7 @@ func (s *Store) retention() time.Duration {
 	return DefaultRetention
 }
 
-func n(v int64) types.AttributeValue  { return &types.AttributeValueMemberN{Value: fmt.Sprint(v)} }
+func n(v int64) types.AttributeValue    { return &types.AttributeValueMemberN{Value: fmt.Sprint(v)} }
 func str(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 
 // Create implements lull.Generations.

@@ -39,7 +39,7 @@ func TestSweep(t *testing.T) {
 		}
 		return g
 	}
-	stale := gen(now.Add(-time.Minute), now.Add(time.Hour))  // never enqueued, old enough
+	stale := gen(now.Add(-time.Minute), now.Add(time.Hour)) // never enqueued, old enough
 	fresh := gen(now.Add(-time.Second), now.Add(time.Hour)) // the API may still be sending it
 	expired := gen(now.Add(-2*time.Hour), now.Add(-time.Minute))
 	if err := store.MarkEnqueued(ctx, expired.ID); err != nil {

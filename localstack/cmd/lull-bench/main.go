@@ -1,0 +1,192 @@
+// Command lull-bench measures the dev stack and prints a table (`make bench`).
+//
+// accept: N slow chat requests sent by C concurrent clients to the API of a
+// dev stack (in-process emulators, no workers so the accept path is measured
+// alone); reports latency percentiles and accepted requests per second.
+//
+// end-to-end: N requests through the API, run by one worker on the simulator
+// at a fast time scale; reports completed generations per second.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lull-ai/lull/localstack/devstack"
+	"github.com/lull-ai/lull/localstack/vllmsim"
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+func main() {
+	n := flag.Int("n", 2000, "requests per scenario")
+	c := flag.Int("c", 16, "concurrent clients")
+	flag.Parse()
+	if err := run(*n, *c); err != nil {
+		fmt.Fprintln(os.Stderr, "lull-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name          string
+	n             int
+	p50, p90, p99 time.Duration
+	perSec        float64
+	errors        int
+}
+
+func run(n, c int) error {
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	var results []result
+
+	st, err := devstack.Start(ctx, devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "bench-accept", Workers: -1, Logger: quiet, SweepEvery: time.Hour})
+	if err != nil {
+		return err
+	}
+	r, err := accept(st.URL, n, c)
+	st.Close()
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+
+	st, err = devstack.Start(ctx, devstack.Config{
+		APIAddr: "127.0.0.1:0", Prefix: "bench-e2e", Workers: 1, WorkerConcurrency: 64, Logger: quiet,
+		Sim: vllmsim.Config{TimeScale: 0.001, MaxNumSeqs: 256}, SweepEvery: time.Hour,
+	})
+	if err != nil {
+		return err
+	}
+	r, err = endToEnd(st, n/4, c)
+	st.Close()
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+
+	fmt.Printf("\n%-12s %7s %10s %10s %10s %12s %7s\n", "scenario", "n", "p50", "p90", "p99", "per second", "errors")
+	for _, r := range results {
+		fmt.Printf("%-12s %7d %10s %10s %10s %12.0f %7d\n", r.name, r.n, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.perSec, r.errors)
+	}
+	fmt.Printf("\n(%d concurrent clients; in-process emulators; latencies are client-observed on 127.0.0.1)\n", c)
+	return nil
+}
+
+func post(client *http.Client, url string, i int) (string, error) {
+	body := fmt.Sprintf(`{"model":"lull-sim-1","max_tokens":16,"messages":[{"role":"user","content":"benchmark request %d"}]}`, i)
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/slow/chat/completions", bytes.NewBufferString(body))
+	req.Header.Set("Authorization", "Bearer sk-lull-dev")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, data)
+	}
+	var acc struct{ ID string }
+	return acc.ID, json.Unmarshal(data, &acc)
+}
+
+func accept(url string, n, c int) (result, error) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
+	// Warm up connections and caches.
+	for i := range c {
+		if _, err := post(client, url, -i); err != nil {
+			return result{}, err
+		}
+	}
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				if _, err := post(client, url, i); err != nil {
+					errs.Add(1)
+				}
+				lat[i] = time.Since(t0)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	return result{name: "accept", n: n, p50: lat[n/2], p90: lat[n*9/10], p99: lat[n*99/100],
+		perSec: float64(n) / elapsed.Seconds(), errors: int(errs.Load())}, nil
+}
+
+func endToEnd(st *devstack.Stack, n, c int) (result, error) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
+	start := time.Now()
+	ids := make([]string, n)
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				id, err := post(client, st.URL, i)
+				if err != nil {
+					errs.Add(1)
+				}
+				ids[i] = id
+			}
+		})
+	}
+	wg.Wait()
+	lat := make([]time.Duration, 0, n)
+	deadline := time.Now().Add(5 * time.Minute)
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
+		for {
+			g, err := st.Store.Get(context.Background(), id)
+			if err == nil && g.Status.Terminal() {
+				if g.Status != lull.StatusCompleted {
+					errs.Add(1)
+				}
+				lat = append(lat, g.CompletedAt.Sub(g.CreatedAt))
+				break
+			}
+			if time.Now().After(deadline) {
+				return result{}, fmt.Errorf("end-to-end: %s not done after 5 minutes", id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	m := len(lat)
+	if m == 0 {
+		return result{}, fmt.Errorf("end-to-end: nothing completed")
+	}
+	return result{name: "end-to-end", n: n, p50: lat[m/2], p90: lat[m*9/10], p99: lat[m*99/100],
+		perSec: float64(m) / elapsed.Seconds(), errors: int(errs.Load())}, nil
+}
