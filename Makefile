@@ -40,4 +40,10 @@ bench: ## Benchmarks of the dev stack (accept latency and throughput) as a table
 .PHONY: lint
 lint: vet ## Static checks
 
--include infra/infra.mk
+ifneq ($(wildcard infra/infra.mk),)
+include infra/infra.mk
+else
+.PHONY: test-infra
+test-infra:
+	@echo "infra: no CDK module in this checkout"
+endif
