@@ -261,7 +261,7 @@ func (e *engine) step() time.Duration {
 		}
 		s.generated++
 		e.genTokens++
-		if s.generated == 1 {
+		if s.firstAt.IsZero() { // a preempted sequence keeps its first-token time
 			s.firstAt = now
 			e.ttft.observe(now.Sub(s.arrived).Seconds())
 			close(s.first)

@@ -7,7 +7,7 @@
 //	Poll time.Duration  `env:"LULL_POLL" default:"1s"`
 //
 // Supported field kinds are string, bool, int, float64, time.Duration and
-// map[string]string (JSON object). Names lists the variables a struct reads,
+// map[string]string (JSON object). Embedded structs must be exported types. Names lists the variables a struct reads,
 // so deployment code can check that it sets exactly what a binary reads.
 package envconfig
 
