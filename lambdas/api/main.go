@@ -14,6 +14,8 @@ import (
 	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/envconfig"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/settings"
 	"github.com/lull-ai/lull/shared/sqs"
@@ -44,5 +46,15 @@ func build(ctx context.Context, log *slog.Logger) (*httpapi.Server, error) {
 		Generations: store, Keys: store, Blobs: s3.New(c.S3, cfg.Bucket),
 		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Logger: log,
 		DefaultWindow: cfg.DefaultWindow, MaxWindow: cfg.MaxWindow, MaxBodyBytes: int64(cfg.MaxBodyBytes),
+		Webhooks: webhooks(store, cfg), Guard: &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks},
+		Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
 	})
+}
+
+// webhooks enables the webhook API when an events queue is configured.
+func webhooks(store *dynamodb.Store, cfg settings.API) lull.Webhooks {
+	if cfg.EventsQueueURL == "" {
+		return nil
+	}
+	return store
 }

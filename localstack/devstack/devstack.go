@@ -24,12 +24,14 @@ import (
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
 	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
+	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
 	"github.com/lull-ai/lull/localstack/emulators"
 	"github.com/lull-ai/lull/localstack/poller"
 	"github.com/lull-ai/lull/localstack/vllmsim"
 	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/sqs"
 )
@@ -65,6 +67,14 @@ type Config struct {
 	SweepGrace time.Duration
 	// Sim configures the built-in vLLM simulator (its Model is set to Model).
 	Sim vllmsim.Config
+	// SecureWebhooks applies production webhook rules (https only, no
+	// loopback or private destinations). Off by default in the dev stack so
+	// a receiver on 127.0.0.1 works.
+	SecureWebhooks bool
+	// WebhookTimeScale speeds up the webhook retry schedule (1 = real time).
+	WebhookTimeScale float64
+	// WebhookTimeout bounds one delivery attempt; 10s by default.
+	WebhookTimeout time.Duration
 	// MinWindow is the shortest completion window clients may ask for; 1m by default.
 	MinWindow time.Duration
 	Logger    *slog.Logger
@@ -81,6 +91,7 @@ func (c *Config) withDefaults() {
 	c.MaxReceives = cmp.Or(c.MaxReceives, 5)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 10*time.Second)
 	c.SweepGrace = cmp.Or(c.SweepGrace, 5*time.Second)
+	c.WebhookTimeout = cmp.Or(c.WebhookTimeout, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -104,6 +115,8 @@ type Stack struct {
 	Table, Bucket                             string
 	QueueURL, DLQURL, EventsURL, EventsDLQURL string
 	API                                       *httpapi.Server
+	// Guard is the SSRF guard of the API and the webhook dispatcher.
+	Guard *netguard.Guard
 
 	emu     *emulators.Emulators
 	cancel  context.CancelFunc
@@ -183,10 +196,11 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 
 	// The API.
+	s.Guard = &netguard.Guard{AllowInsecure: !cfg.SecureWebhooks}
 	s.API, err = httpapi.New(httpapi.Config{
 		Generations: s.Store, Keys: s.Store, Blobs: s.Blobs,
 		Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
-		Logger: log, MinWindow: cfg.MinWindow,
+		Logger: log, MinWindow: cfg.MinWindow, Webhooks: s.Store, Guard: s.Guard, Events: events,
 	})
 	if err != nil {
 		return err
@@ -200,6 +214,19 @@ func (s *Stack) start(ctx context.Context) error {
 		if _, err := s.StartWorker(runCtx, nil); err != nil {
 			return err
 		}
+	}
+
+	// The webhook dispatcher on the events queue, as Lambda's event source
+	// mapping would run it.
+	hooks := &delivery.Handler{
+		Webhooks: s.Store, Generations: s.Store, Blobs: s.Blobs, Events: events,
+		Client: s.Guard.Client(cfg.WebhookTimeout), Logger: log, Now: time.Now,
+		TimeScale: cfg.WebhookTimeScale, PublicURL: s.URL,
+	}
+	for range 4 { // concurrent invocations, as Lambda scales an SQS event source
+		s.goRun(func() {
+			(&poller.Poller{Name: "webhooks", Queue: events, Handler: hooks.Handle, Logger: log, Visibility: 60 * time.Second}).Run(runCtx)
+		})
 	}
 
 	// The DLQ consumer, through a local event-source poller.

@@ -37,6 +37,7 @@ type Webhooks struct {
 	AllowInsecureWebhooks bool          `env:"LULL_WEBHOOK_ALLOW_INSECURE" default:"false" doc:"allow http:// and loopback/private webhook URLs (dev only)"`
 	Timeout               time.Duration `env:"LULL_WEBHOOK_TIMEOUT" default:"10s" doc:"timeout of one delivery attempt"`
 	MaxPayloadBytes       int           `env:"LULL_WEBHOOK_MAX_PAYLOAD" default:"262144" doc:"larger generations are delivered without the response, with a link"`
+	PublicURL             string        `env:"LULL_PUBLIC_URL" doc:"the API's public base URL, for links in webhook payloads"`
 }
 
 // Batch is the configuration of lambdas/batch.

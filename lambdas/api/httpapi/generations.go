@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/shared/dispatch"
+	"github.com/lull-ai/lull/shared/genview"
 	"github.com/lull-ai/lull/shared/lull"
 )
 
@@ -36,6 +36,11 @@ func (s *Server) accept(e lull.Endpoint) handler {
 		req, meta, err := s.validate(e, body)
 		if err != nil {
 			return err
+		}
+		if id := meta["webhook_id"]; id != "" {
+			if err := s.checkWebhookRef(r, id); err != nil {
+				return err
+			}
 		}
 		win, err := s.window(r.Header.Get("X-Lull-Completion-Window"))
 		if err != nil {
@@ -91,45 +96,6 @@ func compact(body []byte) json.RawMessage {
 	return json.RawMessage(out.Bytes())
 }
 
-// View is the JSON form of a generation (GET /v1/generation/{id}).
-type View struct {
-	ID          string          `json:"id"`
-	Object      string          `json:"object"`
-	Status      lull.Status     `json:"status"`
-	Model       string          `json:"model"`
-	Endpoint    string          `json:"endpoint"`
-	CreatedAt   int64           `json:"created_at"`
-	StartedAt   *int64          `json:"started_at"`
-	CompletedAt *int64          `json:"completed_at"`
-	ExpiresAt   int64           `json:"expires_at"`
-	Request     json.RawMessage `json:"request,omitempty"`
-	Response    json.RawMessage `json:"response"`
-	Usage       *lull.Usage     `json:"usage"`
-	Error       *lull.Failure   `json:"error"`
-	WebhookID   *string         `json:"webhook_id,omitempty"`
-	Attempts    int             `json:"attempts"`
-}
-
-func unix(t time.Time) *int64 {
-	if t.IsZero() {
-		return nil
-	}
-	v := t.Unix()
-	return &v
-}
-
-func view(g *lull.Generation) View {
-	v := View{
-		ID: g.ID, Object: "generation", Status: g.Status, Model: g.Model, Endpoint: "/v1" + string(g.Endpoint),
-		CreatedAt: g.CreatedAt.Unix(), StartedAt: unix(g.StartedAt), CompletedAt: unix(g.CompletedAt),
-		ExpiresAt: g.ExpiresAt.Unix(), Usage: g.Usage, Error: g.Failure, Attempts: g.Attempts,
-	}
-	if g.WebhookID != "" {
-		v.WebhookID = &g.WebhookID
-	}
-	return v
-}
-
 // ownGeneration returns the caller's generation id, or ENOTFOUND for a
 // malformed, missing or foreign ID: other tenants' IDs are indistinguishable
 // from missing ones.
@@ -146,33 +112,12 @@ func (s *Server) ownGeneration(r *http.Request) (*lull.Generation, error) {
 	return g, err
 }
 
-// fullView adds the request and, when completed, the response.
-func (s *Server) fullView(ctx context.Context, g *lull.Generation) (View, error) {
-	v := view(g)
-	v.Request = g.Request
-	if g.RequestKey != "" {
-		body, err := s.cfg.Blobs.Get(ctx, g.RequestKey)
-		if err != nil {
-			return v, fmt.Errorf("load request of %s: %w", g.ID, err)
-		}
-		v.Request = body
-	}
-	if g.Status == lull.StatusCompleted && g.ResponseKey != "" {
-		body, err := s.cfg.Blobs.Get(ctx, g.ResponseKey)
-		if err != nil {
-			return v, fmt.Errorf("load response of %s: %w", g.ID, err)
-		}
-		v.Response = body
-	}
-	return v, nil
-}
-
 func (s *Server) getGeneration(w http.ResponseWriter, r *http.Request) error {
 	g, err := s.ownGeneration(r)
 	if err != nil {
 		return err
 	}
-	v, err := s.fullView(r.Context(), g)
+	v, err := genview.Full(r.Context(), s.cfg.Blobs, g)
 	if err != nil {
 		return err
 	}
@@ -197,7 +142,7 @@ func (s *Server) cancelGeneration(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	s.cfg.Logger.InfoContext(r.Context(), "generation cancelled", "request_id", requestID(r.Context()), "tenant", g.Tenant, "generation_id", g.ID)
-	writeJSON(w, http.StatusOK, view(done))
+	writeJSON(w, http.StatusOK, genview.Of(done))
 	return nil
 }
 
@@ -230,9 +175,9 @@ func (s *Server) listGenerations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page := Page[View]{Object: "list", Data: make([]View, 0, len(gens)), HasMore: more}
+	page := Page[genview.View]{Object: "list", Data: make([]genview.View, 0, len(gens)), HasMore: more}
 	for _, g := range gens {
-		page.Data = append(page.Data, view(g))
+		page.Data = append(page.Data, genview.Of(g))
 	}
 	if len(gens) > 0 {
 		page.FirstID, page.LastID = &gens[0].ID, &gens[len(gens)-1].ID
@@ -255,5 +200,25 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
 		page.Data = append(page.Data, Model{ID: m, Object: "model", OwnedBy: "lull"})
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// checkWebhookRef refuses a metadata.webhook_id that is not one of the
+// caller's enabled endpoints.
+func (s *Server) checkWebhookRef(r *http.Request, id string) error {
+	bad := lull.ParamError("metadata.webhook_id", "No webhook found with id '%s'.", id)
+	if s.cfg.Webhooks == nil || !lull.ValidID("wh", id) {
+		return bad
+	}
+	wh, err := s.cfg.Webhooks.GetWebhook(r.Context(), id)
+	if lull.IsNotFound(err) || (err == nil && wh.Tenant != tenant(r)) {
+		return bad
+	}
+	if err != nil {
+		return err
+	}
+	if wh.Disabled {
+		return lull.ParamError("metadata.webhook_id", "Webhook '%s' is disabled: %s", id, wh.DisabledReason)
+	}
 	return nil
 }

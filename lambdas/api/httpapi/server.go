@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/netguard"
 )
 
 // Config wires a Server to its dependencies.
@@ -37,6 +38,12 @@ type Config struct {
 	// InlineLimit is the largest request body kept inline in the store and
 	// the queue message; larger ones go to the blob store. 64 KiB when zero.
 	InlineLimit int
+	// Webhooks stores webhook endpoints; nil disables the webhook API.
+	Webhooks lull.Webhooks
+	// Guard checks webhook URLs (SSRF); a production guard when nil.
+	Guard *netguard.Guard
+	// Events is the events queue, used to schedule manual delivery retries.
+	Events lull.Sender
 	// KeyCacheTTL is how long a resolved API key is trusted without a
 	// lookup; 60s when zero, negative disables the cache.
 	KeyCacheTTL time.Duration
@@ -55,12 +62,18 @@ func (c *Config) withDefaults() {
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 2<<20)
 	c.InlineLimit = cmp.Or(c.InlineLimit, 64<<10)
 	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, time.Minute)
+	if c.Guard == nil {
+		c.Guard = &netguard.Guard{}
+	}
 }
 
 func (c *Config) validate() error {
 	var errs []error
 	if c.Generations == nil || c.Keys == nil || c.Blobs == nil {
 		errs = append(errs, errors.New("Generations, Keys and Blobs are required"))
+	}
+	if c.Webhooks != nil && c.Events == nil {
+		errs = append(errs, errors.New("Events is required with Webhooks"))
 	}
 	if len(c.Queues) == 0 {
 		errs = append(errs, errors.New("Queues must name at least one model"))
@@ -162,6 +175,9 @@ func (s *Server) routes() {
 	s.route("/v1/generations", map[string]handler{http.MethodGet: s.listGenerations})
 	s.route("/v1/models", map[string]handler{http.MethodGet: s.listModels})
 	s.route("/v1/slow/models", map[string]handler{http.MethodGet: s.listModels})
+	if s.cfg.Webhooks != nil {
+		s.webhookRoutes()
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, lull.Errorf(codeUnknownURL, "Invalid URL (%s %s).", r.Method, r.URL.Path))
 	})

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"sync"
@@ -25,7 +26,9 @@ import (
 
 	"github.com/lull-ai/lull/localstack/devstack"
 	"github.com/lull-ai/lull/localstack/vllmsim"
+	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/sqs"
 )
 
 func main() {
@@ -76,11 +79,24 @@ func run(n, c int) error {
 	}
 	results = append(results, r)
 
+	st, err = devstack.Start(ctx, devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "bench-hooks", Workers: -1, Logger: quiet, SweepEvery: time.Hour})
+	if err != nil {
+		return err
+	}
+	r, err = webhooks(st, n/2)
+	st.Close()
+	if err != nil {
+		return err
+	}
+	results = append(results, r)
+
 	fmt.Printf("\n%-12s %7s %10s %10s %10s %12s %7s\n", "scenario", "n", "p50", "p90", "p99", "per second", "errors")
 	for _, r := range results {
 		fmt.Printf("%-12s %7d %10s %10s %10s %12.0f %7d\n", r.name, r.n, r.p50.Round(10*time.Microsecond), r.p90.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.perSec, r.errors)
 	}
-	fmt.Printf("\n(%d concurrent clients; in-process emulators; latencies are client-observed on 127.0.0.1)\n", c)
+	fmt.Printf("\n(%d concurrent clients; in-process emulators. accept: client-observed latency of POST /v1/slow/chat/completions;\n"+
+		" end-to-end: accepted → completed on the simulator at 1000x speed; webhooks: event enqueued → signed POST\n"+
+		" received by a local receiver, one dispatcher as the dev stack runs it)\n", c)
 	return nil
 }
 
@@ -189,4 +205,81 @@ func endToEnd(st *devstack.Stack, n, c int) (result, error) {
 	}
 	return result{name: "end-to-end", n: n, p50: lat[m/2], p90: lat[m*9/10], p99: lat[m*99/100],
 		perSec: float64(m) / elapsed.Seconds(), errors: int(errs.Load())}, nil
+}
+
+// webhooks measures the dispatcher: n completed generations are announced at
+// once and a local receiver counts signed deliveries.
+func webhooks(st *devstack.Stack, n int) (result, error) {
+	ctx := context.Background()
+	var got atomic.Int64
+	var mu sync.Mutex
+	arrived := map[string]time.Time{}
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		if _, dup := arrived[r.Header.Get("webhook-id")]; !dup {
+			arrived[r.Header.Get("webhook-id")] = time.Now()
+			got.Add(1)
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	var wh struct{ ID string }
+	req, _ := http.NewRequest(http.MethodPost, st.URL+"/v1/webhooks", bytes.NewBufferString(fmt.Sprintf(`{"url":%q}`, recv.URL)))
+	req.Header.Set("Authorization", "Bearer sk-lull-dev")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return result{}, err
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&wh)
+	resp.Body.Close()
+	events := sqs.New(st.Clients.SQS, st.EventsURL)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	gens := make([]*lull.Generation, n)
+	for i := range gens {
+		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "dev", Model: "lull-sim-1", Endpoint: lull.EndpointChat,
+			Status: lull.StatusQueued, CreatedAt: now, ExpiresAt: now.Add(time.Hour), WebhookID: wh.ID,
+			Request: json.RawMessage(`{"model":"lull-sim-1","messages":[{"role":"user","content":"hi"}]}`)}
+		if _, _, err := st.Store.Create(ctx, g, ""); err != nil {
+			return result{}, err
+		}
+		if _, err := st.Store.Start(ctx, g.ID, "bench", now, now.Add(time.Minute)); err != nil {
+			return result{}, err
+		}
+		key := "outputs/dev/" + g.ID + "/1.json"
+		if err := st.Blobs.Put(ctx, key, []byte(`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hello"}}]}`), "application/json"); err != nil {
+			return result{}, err
+		}
+		done, err := st.Store.Finish(ctx, g.ID, lull.StatusCompleted, lull.Outcome{At: now, ResponseKey: key, Usage: &lull.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}})
+		if err != nil {
+			return result{}, err
+		}
+		gens[i] = done
+	}
+	start := time.Now()
+	sent := make([]time.Time, n)
+	for i, g := range gens {
+		sent[i] = time.Now()
+		if err := dispatch.Announce(ctx, events, g); err != nil {
+			return result{}, err
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for got.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			return result{}, fmt.Errorf("webhooks: %d of %d delivered after 3 minutes", got.Load(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	lat := make([]time.Duration, 0, n)
+	for i, g := range gens {
+		lat = append(lat, arrived[lull.EventFor(g).ID].Sub(sent[i]))
+	}
+	slices.Sort(lat)
+	return result{name: "webhooks", n: n, p50: lat[n/2], p90: lat[n*9/10], p99: lat[n*99/100], perSec: float64(n) / elapsed.Seconds()}, nil
 }

@@ -1,0 +1,261 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/whsign"
+)
+
+// WebhookView is the JSON form of a webhook endpoint. Secret is present only
+// when the endpoint is created and when its secret is rotated.
+type WebhookView struct {
+	ID             string   `json:"id"`
+	Object         string   `json:"object"`
+	URL            string   `json:"url"`
+	Events         []string `json:"events"`
+	Description    string   `json:"description"`
+	Status         string   `json:"status"`
+	DisabledReason *string  `json:"disabled_reason"`
+	CreatedAt      int64    `json:"created_at"`
+	Secret         string   `json:"secret,omitempty"`
+}
+
+func webhookView(w *lull.Webhook, withSecret bool) WebhookView {
+	v := WebhookView{ID: w.ID, Object: "webhook_endpoint", URL: w.URL, Events: w.Events, Description: w.Description,
+		Status: "enabled", CreatedAt: w.CreatedAt.Unix()}
+	if v.Events == nil {
+		v.Events = lull.EventTypes
+	}
+	if w.Disabled {
+		v.Status, v.DisabledReason = "disabled", &w.DisabledReason
+	}
+	if withSecret {
+		v.Secret = w.Secret
+	}
+	return v
+}
+
+// AttemptView is one delivery attempt.
+type AttemptView struct {
+	Attempt    int    `json:"attempt"`
+	At         int64  `json:"at"`
+	StatusCode *int   `json:"status_code"`
+	LatencyMS  int64  `json:"latency_ms"`
+	Error      string `json:"error,omitempty"`
+}
+
+// DeliveryView is one event's delivery to an endpoint.
+type DeliveryView struct {
+	ID            string        `json:"id"`
+	Object        string        `json:"object"`
+	WebhookID     string        `json:"webhook_id"`
+	EventID       string        `json:"event_id"`
+	EventType     string        `json:"event_type"`
+	GenerationID  string        `json:"generation_id,omitempty"`
+	Status        string        `json:"status"`
+	CreatedAt     int64         `json:"created_at"`
+	NextAttemptAt *int64        `json:"next_attempt_at"`
+	Attempts      []AttemptView `json:"attempts"`
+}
+
+func deliveryView(d *lull.Delivery) DeliveryView {
+	v := DeliveryView{ID: d.ID, Object: "webhook_delivery", WebhookID: d.WebhookID, EventID: d.EventID, EventType: d.EventType,
+		GenerationID: d.GenerationID, Status: d.Status, CreatedAt: d.CreatedAt.Unix(), Attempts: []AttemptView{}}
+	if !d.NextAttemptAt.IsZero() && d.Status == lull.DeliveryPending {
+		t := d.NextAttemptAt.Unix()
+		v.NextAttemptAt = &t
+	}
+	for _, a := range d.Attempts {
+		av := AttemptView{Attempt: a.N, At: a.At.Unix(), LatencyMS: a.Latency.Milliseconds(), Error: a.Error}
+		if a.StatusCode != 0 {
+			code := a.StatusCode
+			av.StatusCode = &code
+		}
+		v.Attempts = append(v.Attempts, av)
+	}
+	return v
+}
+
+func (s *Server) webhookRoutes() {
+	s.route("/v1/webhooks", map[string]handler{http.MethodPost: s.createWebhook, http.MethodGet: s.listWebhooks})
+	s.route("/v1/webhooks/{id}", map[string]handler{http.MethodGet: s.getWebhook, http.MethodDelete: s.deleteWebhook})
+	s.route("/v1/webhooks/{id}/rotate_secret", map[string]handler{http.MethodPost: s.rotateSecret})
+	s.route("/v1/webhooks/{id}/deliveries", map[string]handler{http.MethodGet: s.listDeliveries})
+	s.route("/v1/webhooks/{id}/deliveries/{delivery}/retry", map[string]handler{http.MethodPost: s.retryDelivery})
+}
+
+func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		URL         string   `json:"url"`
+		Events      []string `json:"events"`
+		Description string   `json:"description"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		return lull.Errorf(lull.EINVALID, "The body must be a JSON object with 'url' and optional 'events' and 'description'.")
+	}
+	if in.URL == "" {
+		return lull.ParamError("url", "Missing required parameter: 'url'.")
+	}
+	if len(in.Description) > 512 {
+		return lull.ParamError("description", "'description' is at most 512 characters.")
+	}
+	for _, e := range in.Events {
+		if !slices.Contains(lull.EventTypes, e) {
+			return lull.ParamError("events", "Unknown event type %q; known types: %v.", e, lull.EventTypes)
+		}
+	}
+	if err := s.cfg.Guard.CheckURL(r.Context(), in.URL); err != nil {
+		return err
+	}
+	existing, err := s.cfg.Webhooks.ListWebhooks(r.Context(), tenant(r))
+	if err != nil {
+		return err
+	}
+	if len(existing) >= 20 {
+		return lull.Errorf(lull.EINVALID, "A tenant may register at most 20 webhook endpoints.")
+	}
+	wh := &lull.Webhook{ID: lull.NewID("wh"), Tenant: tenant(r), URL: in.URL, Events: in.Events, Description: in.Description,
+		Secret: whsign.NewSecret(), CreatedAt: s.cfg.Now().UTC().Truncate(time.Millisecond)}
+	if err := s.cfg.Webhooks.CreateWebhook(r.Context(), wh); err != nil {
+		return err
+	}
+	s.cfg.Logger.InfoContext(r.Context(), "webhook registered", "request_id", requestID(r.Context()), "tenant", wh.Tenant, "webhook_id", wh.ID)
+	writeJSON(w, http.StatusOK, webhookView(wh, true))
+	return nil
+}
+
+// ownWebhook returns the caller's webhook {id}, or ENOTFOUND for a missing,
+// malformed or foreign one.
+func (s *Server) ownWebhook(r *http.Request) (*lull.Webhook, error) {
+	id := r.PathValue("id")
+	notFound := lull.Errorf(lull.ENOTFOUND, "No webhook found with id '%s'.", id)
+	if !lull.ValidID("wh", id) {
+		return nil, notFound
+	}
+	wh, err := s.cfg.Webhooks.GetWebhook(r.Context(), id)
+	if lull.IsNotFound(err) || (err == nil && wh.Tenant != tenant(r)) {
+		return nil, notFound
+	}
+	return wh, err
+}
+
+func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request) error {
+	all, err := s.cfg.Webhooks.ListWebhooks(r.Context(), tenant(r))
+	if err != nil {
+		return err
+	}
+	page := Page[WebhookView]{Object: "list", Data: make([]WebhookView, 0, len(all))}
+	for _, wh := range all {
+		page.Data = append(page.Data, webhookView(wh, false))
+	}
+	if len(all) > 0 {
+		page.FirstID, page.LastID = &all[0].ID, &all[len(all)-1].ID
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request) error {
+	wh, err := s.ownWebhook(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, webhookView(wh, false))
+	return nil
+}
+
+func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
+	wh, err := s.ownWebhook(r)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Webhooks.DeleteWebhook(r.Context(), wh.ID); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": wh.ID, "object": "webhook_endpoint.deleted", "deleted": true})
+	return nil
+}
+
+// RotationGrace is how long the previous secret keeps signing after a rotation.
+const RotationGrace = 24 * time.Hour
+
+func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
+	wh, err := s.ownWebhook(r)
+	if err != nil {
+		return err
+	}
+	wh.PrevSecret, wh.PrevSecretUntil = wh.Secret, s.cfg.Now().UTC().Add(RotationGrace)
+	wh.Secret = whsign.NewSecret()
+	if err := s.cfg.Webhooks.UpdateWebhook(r.Context(), wh); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, webhookView(wh, true))
+	return nil
+}
+
+func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
+	wh, err := s.ownWebhook(r)
+	if err != nil {
+		return err
+	}
+	limit := 50
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 500 {
+			return lull.ParamError("limit", "'limit' must be an integer between 1 and 500.")
+		}
+		limit = n
+	}
+	ds, err := s.cfg.Webhooks.ListDeliveries(r.Context(), wh.ID, limit)
+	if err != nil {
+		return err
+	}
+	page := Page[DeliveryView]{Object: "list", Data: make([]DeliveryView, 0, len(ds))}
+	for _, d := range ds {
+		page.Data = append(page.Data, deliveryView(d))
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) error {
+	wh, err := s.ownWebhook(r)
+	if err != nil {
+		return err
+	}
+	d, err := s.cfg.Webhooks.GetDelivery(r.Context(), wh.ID, r.PathValue("delivery"))
+	if err != nil {
+		return err
+	}
+	if wh.Disabled {
+		return lull.Errorf(lull.ECONFLICT, "Webhook %s is disabled (%s); register the endpoint again to receive deliveries.", wh.ID, wh.DisabledReason)
+	}
+	task := delivery.Task{
+		Event: lull.Event{ID: d.EventID, Type: d.EventType, Tenant: d.Tenant, GenerationID: d.GenerationID,
+			WebhookID: wh.ID, CreatedAt: d.CreatedAt},
+		DeliveryID: d.ID, Attempt: len(d.Attempts) + 1,
+	}
+	body, err := json.Marshal(task)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Events.Send(r.Context(), body, d.Tenant, 0); err != nil {
+		return err
+	}
+	d.Status, d.NextAttemptAt = lull.DeliveryPending, s.cfg.Now().UTC()
+	if err := s.cfg.Webhooks.SaveDelivery(r.Context(), d); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, deliveryView(d))
+	return nil
+}

@@ -1,0 +1,332 @@
+// Package delivery is the webhook fan-out Lambda's logic: for each event on
+// the events queue it finds the endpoints to notify, POSTs the signed
+// payload, records every attempt, and schedules retries on the Standard
+// Webhooks schedule through SQS message delays (never a sleeping Lambda).
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/lull-ai/lull/shared/genview"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/whsign"
+)
+
+// Schedule is the Standard Webhooks retry schedule: the delays before the
+// 2nd, 3rd, … attempt (the 1st is immediate); ten attempts over about 4 days
+// in total, the last a day after the one before.
+var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
+	5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
+
+// maxDelay is the longest SQS DelaySeconds; longer waits hop through it.
+const maxDelay = 15 * time.Minute
+
+// Task is a message on the events queue: a fresh event (Attempt 0, no
+// delivery), or a scheduled attempt of one delivery.
+type Task struct {
+	lull.Event
+	DeliveryID string    `json:"delivery_id,omitempty"`
+	Attempt    int       `json:"attempt,omitempty"`
+	DueAt      time.Time `json:"due_at,omitzero"`
+}
+
+// Handler delivers events.
+type Handler struct {
+	Webhooks    lull.Webhooks
+	Generations lull.Generations
+	Blobs       lull.Blobs
+	Events      lull.Sender // the events queue, for scheduled retries
+	Client      *http.Client
+	Logger      *slog.Logger
+	Now         func() time.Time
+	// TimeScale multiplies the retry schedule and Retry-After waits (tests
+	// and demos run it faster); 1 when zero.
+	TimeScale float64
+	// MaxPayloadBytes bounds the payload; a larger generation is sent
+	// without request and response, with a link to fetch it. 256 KiB when zero.
+	MaxPayloadBytes int
+	// PublicURL is the API's base URL for those links.
+	PublicURL string
+}
+
+// Handle processes a batch, its records concurrently (a slow endpoint does
+// not hold up the others); records that hit storage or queue errors are
+// reported as batch item failures so SQS redelivers them.
+func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	var resp events.SQSEventResponse
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, rec := range ev.Records {
+		wg.Go(func() {
+			if err := h.process(ctx, rec.Body); err != nil {
+				h.Logger.WarnContext(ctx, "event not processed; will retry", "message_id", rec.MessageId, "err", err)
+				mu.Lock()
+				resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+func (h *Handler) scale(d time.Duration) time.Duration {
+	if h.TimeScale > 0 && h.TimeScale != 1 {
+		return time.Duration(float64(d) * h.TimeScale)
+	}
+	return d
+}
+
+func (h *Handler) process(ctx context.Context, body string) error {
+	var t Task
+	if err := json.Unmarshal([]byte(body), &t); err != nil || t.ID == "" || t.Tenant == "" {
+		h.Logger.ErrorContext(ctx, "malformed event dropped", "err", err)
+		return nil
+	}
+	now := h.Now()
+	if wait := t.DueAt.Sub(now); wait > 0 {
+		return h.send(ctx, t, wait) // not due yet: hop again
+	}
+	if t.DeliveryID != "" {
+		w, err := h.Webhooks.GetWebhook(ctx, t.WebhookID)
+		if lull.IsNotFound(err) {
+			return nil // endpoint deleted since
+		}
+		if err != nil {
+			return err
+		}
+		d, err := h.Webhooks.GetDelivery(ctx, w.ID, t.DeliveryID)
+		if lull.IsNotFound(err) {
+			d = h.newDelivery(t.Event, w)
+		} else if err != nil {
+			return err
+		}
+		return h.attempt(ctx, w, d, t.Event, max(t.Attempt, 1))
+	}
+	targets, err := h.targets(ctx, t.Event)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, w := range targets {
+		d := h.newDelivery(t.Event, w)
+		created, err := h.Webhooks.CreateDelivery(ctx, d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !created {
+			// A re-announced event. Carry on only if the earlier handler died
+			// before its first attempt; otherwise the delivery is under way or done.
+			prior, err := h.Webhooks.GetDelivery(ctx, w.ID, d.ID)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if prior.Status != lull.DeliveryPending || len(prior.Attempts) > 0 {
+				continue
+			}
+			d = prior
+		}
+		errs = append(errs, h.attempt(ctx, w, d, t.Event, 1))
+	}
+	return errors.Join(errs...)
+}
+
+// targets returns the endpoints that should receive ev: the one named by the
+// generation's metadata.webhook_id, else every enabled endpoint of the
+// tenant subscribed to the event type.
+func (h *Handler) targets(ctx context.Context, ev lull.Event) ([]*lull.Webhook, error) {
+	if ev.WebhookID != "" {
+		w, err := h.Webhooks.GetWebhook(ctx, ev.WebhookID)
+		if lull.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if w.Tenant != ev.Tenant || !w.Wants(ev.Type) {
+			return nil, nil
+		}
+		return []*lull.Webhook{w}, nil
+	}
+	all, err := h.Webhooks.ListWebhooks(ctx, ev.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	var out []*lull.Webhook
+	for _, w := range all {
+		if w.Wants(ev.Type) {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
+// deliveryID is stable for an event and an endpoint, so re-announcing an
+// event does not start a second delivery.
+func deliveryID(eventID, webhookID string) string {
+	sum := sha256.Sum256([]byte(eventID + "|" + webhookID))
+	return "dlv_" + strings.ToLower(base32.StdEncoding.EncodeToString(sum[:])[:26])
+}
+
+func (h *Handler) newDelivery(ev lull.Event, w *lull.Webhook) *lull.Delivery {
+	now := h.Now().UTC()
+	return &lull.Delivery{ID: deliveryID(ev.ID, w.ID), WebhookID: w.ID, Tenant: ev.Tenant, EventID: ev.ID,
+		EventType: ev.Type, GenerationID: ev.GenerationID, Status: lull.DeliveryPending, CreatedAt: now, UpdatedAt: now}
+}
+
+// Payload is the JSON body POSTed to endpoints.
+type Payload struct {
+	Type      string          `json:"type"`
+	Timestamp time.Time       `json:"timestamp"`
+	Data      json.RawMessage `json:"data"`
+}
+
+func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
+	limit := h.MaxPayloadBytes
+	if limit == 0 {
+		limit = 256 << 10
+	}
+	var data any = map[string]string{"id": ev.GenerationID}
+	if ev.GenerationID != "" {
+		g, err := h.Generations.Get(ctx, ev.GenerationID)
+		if err != nil {
+			return nil, err
+		}
+		full, err := genview.Full(ctx, h.Blobs, g)
+		if err != nil {
+			return nil, err
+		}
+		data = full
+		if b, _ := json.Marshal(full); len(b) > limit {
+			type linked struct {
+				genview.View
+				ResponseURL string `json:"response_url"`
+			}
+			data = linked{View: genview.Of(g), ResponseURL: strings.TrimRight(h.PublicURL, "/") + "/v1/generation/" + g.ID}
+		}
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(Payload{Type: ev.Type, Timestamp: ev.CreatedAt, Data: raw})
+}
+
+// attempt makes attempt n of delivery d and schedules what follows.
+func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery, ev lull.Event, n int) error {
+	log := h.Logger.With("webhook_id", w.ID, "delivery_id", d.ID, "event_id", ev.ID, "tenant", ev.Tenant, "attempt", n)
+	now := h.Now().UTC()
+	if w.Disabled {
+		d.Status, d.UpdatedAt = lull.DeliveryFailed, now
+		log.InfoContext(ctx, "endpoint disabled; delivery dropped")
+		return h.Webhooks.SaveDelivery(ctx, d)
+	}
+	body, err := h.payload(ctx, ev)
+	if err != nil {
+		return err
+	}
+	code, retryAfter, postErr, latency := h.post(ctx, w, ev.ID, now, body)
+	a := lull.Attempt{N: n, At: now, StatusCode: code, Latency: latency}
+	if postErr != nil {
+		a.Error = postErr.Error()
+	} else if code < 200 || code > 299 {
+		a.Error = fmt.Sprintf("endpoint answered %d", code)
+	}
+	if err := h.Webhooks.AddAttempt(ctx, w.ID, d.ID, a); err != nil {
+		return err
+	}
+	d.UpdatedAt, d.NextAttemptAt = now, time.Time{}
+	switch {
+	case a.Error == "":
+		d.Status = lull.DeliverySucceeded
+		log.InfoContext(ctx, "webhook delivered", "status", code, "latency_ms", latency.Milliseconds())
+	case code == http.StatusGone:
+		d.Status = lull.DeliveryFailed
+		w.Disabled, w.DisabledReason = true, "The endpoint answered 410 Gone on "+now.Format(time.RFC3339)+"."
+		if err := h.Webhooks.UpdateWebhook(ctx, w); err != nil && !lull.IsNotFound(err) {
+			return err
+		}
+		log.WarnContext(ctx, "endpoint answered 410; disabled")
+	case n > len(Schedule):
+		d.Status = lull.DeliveryFailed
+		log.WarnContext(ctx, "webhook delivery failed for good", "err", a.Error)
+	default:
+		wait := Schedule[n-1]
+		wait += time.Duration(rand.Int64N(int64(wait)/10 + 1)) // jitter up to +10%
+		wait = h.scale(wait)
+		if retryAfter > 0 && (code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable) {
+			wait = h.scale(min(retryAfter, 24*time.Hour))
+		}
+		d.Status, d.NextAttemptAt = lull.DeliveryPending, now.Add(wait)
+		log.InfoContext(ctx, "webhook attempt failed; retry scheduled", "err", a.Error, "retry_in", wait.String())
+		if err := h.Webhooks.SaveDelivery(ctx, d); err != nil {
+			return err
+		}
+		return h.send(ctx, Task{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait)
+	}
+	return h.Webhooks.SaveDelivery(ctx, d)
+}
+
+func withWebhook(ev lull.Event, id string) lull.Event { ev.WebhookID = id; return ev }
+
+// send puts t on the events queue, visible after min(wait, 15 min).
+func (h *Handler) send(ctx context.Context, t Task, wait time.Duration) error {
+	body, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return h.Events.Send(ctx, body, t.Tenant, min(wait, maxDelay))
+}
+
+// post sends one signed request; it returns the status (0 if none), the
+// Retry-After wait, a transport error and the latency.
+func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time.Time, body []byte) (int, time.Duration, error, time.Duration) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err, 0
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "lull-webhooks/1")
+	prev := ""
+	if now.Before(w.PrevSecretUntil) {
+		prev = w.PrevSecret
+	}
+	if err := whsign.Sign(req, id, now, body, w.Secret, prev); err != nil {
+		return 0, 0, err, 0
+	}
+	start := time.Now()
+	resp, err := h.Client.Do(req)
+	latency := time.Since(start)
+	if err != nil {
+		return 0, 0, err, latency
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	var retryAfter time.Duration
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+			retryAfter = time.Duration(secs) * time.Second
+		} else if t, err := http.ParseTime(v); err == nil {
+			retryAfter = max(t.Sub(now), 0)
+		}
+	}
+	return resp.StatusCode, retryAfter, nil, latency
+}

@@ -1,0 +1,93 @@
+package lull
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// Webhook is an endpoint a tenant registered to receive events.
+type Webhook struct {
+	ID          string
+	Tenant      string
+	URL         string
+	Description string
+	// Events lists the event types delivered; empty means all.
+	Events []string
+	// Secret signs deliveries ("whsec_" + base64 key). After a rotation,
+	// PrevSecret also signs until PrevSecretUntil so receivers can switch.
+	Secret          string
+	PrevSecret      string
+	PrevSecretUntil time.Time
+	// Disabled endpoints get no deliveries (set when a receiver answers 410).
+	Disabled       bool
+	DisabledReason string
+	CreatedAt      time.Time
+}
+
+// EventTypes lists every event type a webhook can subscribe to.
+var EventTypes = []string{EventGenerationCompleted, EventGenerationFailed, EventGenerationExpired,
+	"batch.completed", "batch.failed", "batch.expired", "batch.cancelled"}
+
+// Wants reports whether the webhook subscribes to events of type typ.
+func (w *Webhook) Wants(typ string) bool {
+	return len(w.Events) == 0 || slices.Contains(w.Events, typ)
+}
+
+// Delivery statuses.
+const (
+	DeliveryPending   = "pending"
+	DeliverySucceeded = "succeeded"
+	DeliveryFailed    = "failed"
+)
+
+// Delivery is one event sent (or being sent) to one webhook, with every
+// attempt made.
+type Delivery struct {
+	ID            string
+	WebhookID     string
+	Tenant        string
+	EventID       string // the webhook-id header: stable across attempts
+	EventType     string
+	GenerationID  string
+	Status        string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	NextAttemptAt time.Time
+	Attempts      []Attempt
+}
+
+// Attempt is one HTTP POST of a delivery.
+type Attempt struct {
+	N          int
+	At         time.Time
+	StatusCode int // 0 when no response arrived
+	Latency    time.Duration
+	Error      string
+}
+
+// Webhooks stores webhook endpoints and their deliveries.
+type Webhooks interface {
+	// CreateWebhook stores a new endpoint.
+	CreateWebhook(ctx context.Context, w *Webhook) error
+	// GetWebhook returns the endpoint or ENOTFOUND.
+	GetWebhook(ctx context.Context, id string) (*Webhook, error)
+	// ListWebhooks returns the tenant's endpoints, oldest first.
+	ListWebhooks(ctx context.Context, tenant string) ([]*Webhook, error)
+	// UpdateWebhook replaces an existing endpoint (ENOTFOUND if deleted).
+	UpdateWebhook(ctx context.Context, w *Webhook) error
+	// DeleteWebhook removes the endpoint; ENOTFOUND if missing.
+	DeleteWebhook(ctx context.Context, id string) error
+	// CreateDelivery stores a new delivery; created is false (and nothing
+	// changes) when one with the same ID exists.
+	CreateDelivery(ctx context.Context, d *Delivery) (created bool, err error)
+	// SaveDelivery stores the delivery's state (not its attempts).
+	SaveDelivery(ctx context.Context, d *Delivery) error
+	// AddAttempt records an attempt of a delivery.
+	AddAttempt(ctx context.Context, webhookID, deliveryID string, a Attempt) error
+	// GetDelivery returns a delivery with its attempts, or ENOTFOUND.
+	GetDelivery(ctx context.Context, webhookID, deliveryID string) (*Delivery, error)
+	// ListDeliveries returns the webhook's most recent deliveries with their
+	// attempts, newest first.
+	ListDeliveries(ctx context.Context, webhookID string, limit int) ([]*Delivery, error)
+}
