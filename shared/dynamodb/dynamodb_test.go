@@ -19,6 +19,7 @@ func TestStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			storetest.Generations(t, s)
+			storetest.Webhooks(t, s)
 		})
 	}
 }

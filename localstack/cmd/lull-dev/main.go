@@ -94,6 +94,13 @@ Try it:
   # → {"id":"gen_…","status":"queued",…}; then:
   curl -s %[1]s/v1/generation/<id> -H "Authorization: Bearer %[2]s"
 
+Webhooks (dev mode: plain-http and loopback receivers are ALLOWED; deployed stacks
+refuse them unless LULL_WEBHOOK_ALLOW_INSECURE=true):
+  curl -s %[1]s/v1/webhooks -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
+    -d '{"url":"http://127.0.0.1:9000/hook"}'        # → {"id":"wh_…","secret":"whsec_…",…}
+  # then add "metadata":{"webhook_id":"wh_…"} to a slow request; events arrive signed
+  # (Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature).
+
 OpenAI SDKs: base_url=%[1]s/v1/slow, api_key=%[2]s.
 Ctrl-C stops everything.
 `, st.URL, key, model, engine, emu)

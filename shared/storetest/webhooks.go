@@ -1,0 +1,93 @@
+package storetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// Webhooks runs the suite for lull.Webhooks.
+func Webhooks(t *testing.T, s lull.Webhooks) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	t.Run("Endpoints", func(t *testing.T) {
+		t.Parallel()
+		tenant := lull.NewID("t")
+		a := &lull.Webhook{ID: lull.NewID("wh"), Tenant: tenant, URL: "https://a.example.com", Secret: "whsec_QQ==", CreatedAt: now}
+		b := &lull.Webhook{ID: lull.NewID("wh"), Tenant: tenant, URL: "https://b.example.com", Secret: "whsec_Qg==",
+			Events: []string{lull.EventGenerationFailed}, CreatedAt: now.Add(time.Second)}
+		for _, w := range []*lull.Webhook{a, b} {
+			if err := s.CreateWebhook(ctx, w); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CreateWebhook(ctx, a); !lull.IsConflict(err) {
+			t.Fatalf("second create: %v", err)
+		}
+		list, err := s.ListWebhooks(ctx, tenant)
+		if err != nil || len(list) != 2 || list[0].ID != a.ID || list[1].ID != b.ID {
+			t.Fatalf("List = %v, %v", list, err)
+		}
+		if list[1].Wants(lull.EventGenerationCompleted) || !list[1].Wants(lull.EventGenerationFailed) || !list[0].Wants(lull.EventGenerationCompleted) {
+			t.Fatal("event filters not kept")
+		}
+		a.Disabled, a.DisabledReason, a.PrevSecret, a.PrevSecretUntil = true, "410", "whsec_old", now.Add(time.Hour)
+		if err := s.UpdateWebhook(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetWebhook(ctx, a.ID)
+		if err != nil || !got.Disabled || got.DisabledReason != "410" || got.PrevSecret != "whsec_old" || !got.PrevSecretUntil.Equal(a.PrevSecretUntil) {
+			t.Fatalf("Get after update = %+v, %v", got, err)
+		}
+		if err := s.DeleteWebhook(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		for _, err := range []error{s.DeleteWebhook(ctx, a.ID), s.UpdateWebhook(ctx, a)} {
+			if !lull.IsNotFound(err) {
+				t.Fatalf("after delete: %v, want not found", err)
+			}
+		}
+		if _, err := s.GetWebhook(ctx, a.ID); !lull.IsNotFound(err) {
+			t.Fatalf("Get deleted: %v", err)
+		}
+	})
+	t.Run("Deliveries", func(t *testing.T) {
+		t.Parallel()
+		wh := lull.NewID("wh")
+		mk := func(id string, at time.Time) *lull.Delivery {
+			return &lull.Delivery{ID: id, WebhookID: wh, Tenant: "t", EventID: "evt_" + id, EventType: lull.EventGenerationCompleted,
+				Status: lull.DeliveryPending, CreatedAt: at, UpdatedAt: at}
+		}
+		first, second := mk("dlv_a", now), mk("dlv_b", now.Add(time.Second))
+		for _, d := range []*lull.Delivery{first, second} {
+			if created, err := s.CreateDelivery(ctx, d); err != nil || !created {
+				t.Fatalf("CreateDelivery = %v, %v", created, err)
+			}
+		}
+		if created, err := s.CreateDelivery(ctx, mk("dlv_a", now)); err != nil || created {
+			t.Fatalf("second CreateDelivery = %v, %v; want not created", created, err)
+		}
+		for n := 1; n <= 3; n++ {
+			if err := s.AddAttempt(ctx, wh, "dlv_a", lull.Attempt{N: n, At: now.Add(time.Duration(n) * time.Second), StatusCode: 500 + n, Latency: 12 * time.Millisecond, Error: "x"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first.Status = lull.DeliveryFailed
+		if err := s.SaveDelivery(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetDelivery(ctx, wh, "dlv_a")
+		if err != nil || got.Status != lull.DeliveryFailed || len(got.Attempts) != 3 || got.Attempts[2].StatusCode != 503 || got.Attempts[0].Latency != 12*time.Millisecond {
+			t.Fatalf("GetDelivery = %+v, %v", got, err)
+		}
+		list, err := s.ListDeliveries(ctx, wh, 10)
+		if err != nil || len(list) != 2 || list[0].ID != "dlv_b" || len(list[1].Attempts) != 3 || len(list[0].Attempts) != 0 {
+			t.Fatalf("ListDeliveries = %+v, %v", list, err)
+		}
+		if _, err := s.GetDelivery(ctx, wh, "dlv_zz"); !lull.IsNotFound(err) {
+			t.Fatalf("missing delivery: %v", err)
+		}
+	})
+}
