@@ -11,9 +11,8 @@ import (
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
-	"github.com/lull-ai/lull/shared/awsclients"
+	"github.com/lull-ai/lull/lambdas/lambdaenv"
 	"github.com/lull-ai/lull/shared/dynamodb"
-	"github.com/lull-ai/lull/shared/envconfig"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
@@ -33,10 +32,7 @@ func main() {
 
 func build(ctx context.Context, log *slog.Logger) (*httpapi.Server, error) {
 	var cfg settings.API
-	if err := envconfig.Load(&cfg, os.LookupEnv); err != nil {
-		return nil, err
-	}
-	c, err := awsclients.New(ctx, awsclients.Endpoints{})
+	c, err := lambdaenv.Load(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -11,10 +11,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 
+	"github.com/lull-ai/lull/lambdas/lambdaenv"
 	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
-	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
-	"github.com/lull-ai/lull/shared/envconfig"
 	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/settings"
@@ -24,11 +23,7 @@ import (
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	var cfg settings.Webhooks
-	if err := envconfig.Load(&cfg, os.LookupEnv); err != nil {
-		log.Error("webhooks init failed", "err", err)
-		os.Exit(1)
-	}
-	c, err := awsclients.New(context.Background(), awsclients.Endpoints{})
+	c, err := lambdaenv.Load(context.Background(), &cfg)
 	if err != nil {
 		log.Error("webhooks init failed", "err", err)
 		os.Exit(1)

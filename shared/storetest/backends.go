@@ -7,6 +7,8 @@ import (
 
 	"github.com/lull-ai/lull/localstack/emulators"
 	"github.com/lull-ai/lull/shared/awsclients"
+	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/lull"
 )
 
 // Backend is a set of AWS-protocol endpoints to run the suites against.
@@ -47,4 +49,16 @@ func Backends(t *testing.T) []Backend {
 		t.Fatal("LULL_REQUIRE_EXTERNAL=1 but LULL_EXT_DYNAMODB_URL, LULL_EXT_SQS_URL and LULL_EXT_S3_URL are not all set; run via localstack/scripts/emulators.sh run")
 	}
 	return backends
+}
+
+// Table returns a store over a new, uniquely named table on the in-process
+// emulators, and the backend it lives on, for tests of code built on the store.
+func Table(t *testing.T, prefix string) (*dynamodb.Store, Backend) {
+	t.Helper()
+	b := Backends(t)[0]
+	s := dynamodb.New(b.Clients.DynamoDB, prefix+"-"+lull.NewID("t"))
+	if err := s.CreateTable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, b
 }

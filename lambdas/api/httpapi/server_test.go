@@ -32,11 +32,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	b := storetest.Backends(t)[0]
-	store := dynamodb.New(b.Clients.DynamoDB, "api-"+lull.NewID("t"))
-	if err := store.CreateTable(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store, b := storetest.Table(t, "api")
 	bucket := "api-" + lull.NewID("b")[2:12]
 	if err := s3.CreateBucket(ctx, b.Clients.S3, bucket); err != nil {
 		t.Fatal(err)

@@ -19,11 +19,7 @@ import (
 func TestHandle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := storetest.Backends(t)[0]
-	store := dynamodb.New(b.Clients.DynamoDB, "dlq-"+lull.NewID("t"))
-	if err := store.CreateTable(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store, b := storetest.Table(t, "dlq")
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	mk := func() *lull.Generation {
 		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,

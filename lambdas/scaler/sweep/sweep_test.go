@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
-	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
 	"github.com/lull-ai/lull/shared/storetest"
@@ -17,11 +16,7 @@ import (
 func TestSweep(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := storetest.Backends(t)[0]
-	store := dynamodb.New(b.Clients.DynamoDB, "sweep-"+lull.NewID("t"))
-	if err := store.CreateTable(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store, b := storetest.Table(t, "sweep")
 	newQueue := func() *sqs.Queue {
 		url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweep-"+lull.NewID("q")[2:], 30*time.Second, 0)
 		if err != nil {
