@@ -23,6 +23,10 @@ type Config struct {
 	WorkerID       string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
 	MetricsAddr    string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
 	DrainTimeout   time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
+	Gate           string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots) or metrics (vLLM /metrics headroom)"`
+	GateTarget     int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
+	GateKVHigh     float64       `env:"LULL_GATE_KV_HIGH" default:"0.9" doc:"metrics gate: KV-cache usage that closes the gate"`
+	GateInterval   time.Duration `env:"LULL_GATE_INTERVAL" default:"200ms" doc:"metrics gate: scrape period"`
 }
 
 func (c *Config) validate() error {
@@ -35,6 +39,9 @@ func (c *Config) validate() error {
 	}
 	if c.EngineRetries < 1 {
 		errs = append(errs, errors.New("LULL_ENGINE_RETRIES must be at least 1"))
+	}
+	if c.Gate != "fixed" && c.Gate != "metrics" {
+		errs = append(errs, errors.New("LULL_GATE must be fixed or metrics"))
 	}
 	return errors.Join(errs...)
 }

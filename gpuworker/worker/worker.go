@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/lull-ai/lull/gpuworker/gate"
 	"github.com/lull-ai/lull/gpuworker/vllm"
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
@@ -32,6 +34,11 @@ type Deps struct {
 	Engine      Engine
 	Logger      *slog.Logger
 	Now         func() time.Time // time.Now when nil
+	// Gate, when set, limits receives to the engine's headroom (on top of
+	// the Concurrency slots) and the caller runs it. When nil and
+	// Config.Gate is "metrics", the worker builds and runs its own over
+	// VLLM_URL/metrics.
+	Gate *gate.Gate
 }
 
 // Worker pulls jobs from one model queue and runs them on the engine.
@@ -45,6 +52,8 @@ type Worker struct {
 	cfg  Config
 	deps Deps
 	id   string
+	// ownGate says the worker built its gate and runs it.
+	ownGate bool
 
 	stats Stats
 }
@@ -53,6 +62,7 @@ type Worker struct {
 type Stats struct {
 	Received  atomic.Int64 // messages received
 	InFlight  atomic.Int64 // generations running now
+	Unstarted atomic.Int64 // messages received and not yet sent to the engine
 	Completed atomic.Int64 // generations this worker completed
 	Failed    atomic.Int64 // generations this worker marked failed
 	Released  atomic.Int64 // messages handed back to the queue unfinished
@@ -79,6 +89,12 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		id = cmp.Or(host, "worker") + "-" + lull.NewID("w")[2:8]
 	}
 	w := &Worker{cfg: cfg, deps: deps, id: id}
+	if deps.Gate == nil && cfg.Gate == "metrics" {
+		w.deps.Gate = gate.New(strings.TrimRight(cfg.VLLMURL, "/")+"/metrics", gate.Policy{
+			TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval,
+		}, func() int { return int(w.stats.Unstarted.Load()) })
+		w.ownGate = true
+	}
 	w.deps.Logger = deps.Logger.With("worker", id, "model", cfg.Model)
 	return w, nil
 }
@@ -94,7 +110,13 @@ func (w *Worker) Stats() *Stats { return &w.stats }
 // releases the rest to the queue. It returns nil after a clean drain.
 func (w *Worker) Run(ctx context.Context) error {
 	log := w.deps.Logger
-	log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "visibility", w.cfg.Visibility.String())
+	log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "visibility", w.cfg.Visibility.String(), "gate", w.cfg.Gate)
+	if w.ownGate {
+		gctx, stopGate := context.WithCancel(ctx)
+		defer stopGate()
+		go w.deps.Gate.Run(gctx)
+		go w.logGate(gctx)
+	}
 	// runCtx outlives ctx by the drain timeout so running generations can finish.
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
@@ -109,7 +131,16 @@ func (w *Worker) Run(ctx context.Context) error {
 			continue
 		}
 		free := 1
-		for free < min(10, cap(slots)) {
+		limit := min(10, cap(slots))
+		if w.deps.Gate != nil {
+			budget, err := w.deps.Gate.Wait(ctx)
+			if err != nil {
+				<-slots
+				continue
+			}
+			limit = min(limit, budget)
+		}
+		for free < limit {
 			select {
 			case slots <- struct{}{}:
 				free++
@@ -134,6 +165,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		backoff = 0
 		for _, m := range msgs {
 			w.stats.Received.Add(1)
+			w.stats.Unstarted.Add(1)
 			wg.Go(func() {
 				defer func() { <-slots }()
 				w.handle(runCtx, m)
@@ -154,6 +186,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// logGate logs each change of the gate's state, so operators see it work.
+func (w *Worker) logGate(ctx context.Context) {
+	last := ""
+	t := time.NewTicker(w.cfg.GateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d := w.deps.Gate.Decide()
+		state := "closed: " + d.Reason
+		if d.Open {
+			state = "open"
+		}
+		if state != last {
+			w.deps.Logger.InfoContext(ctx, "load gate "+state, "budget", d.Budget)
+			last = state
+		}
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -172,6 +227,20 @@ func cleanup() (context.Context, context.CancelFunc) {
 // handle runs one delivery to its end: deleted when the generation is
 // terminal, released (visible again) otherwise.
 func (w *Worker) handle(ctx context.Context, m lull.Message) {
+	// The message counts as unstarted (hoarded) until it reaches the engine
+	// or its handling ends; only a real send is reported to the gate.
+	started := false
+	markStarted := func(sent bool) {
+		if !started {
+			started = true
+			w.stats.Unstarted.Add(-1)
+			if sent && w.deps.Gate != nil {
+				w.deps.Gate.Sent()
+			}
+		}
+	}
+	defer markStarted(false)
+	ctx = context.WithValue(ctx, startedKey{}, markStarted)
 	log := w.deps.Logger.With("message_id", m.ID)
 	var job lull.Job
 	if err := json.Unmarshal(m.Body, &job); err != nil || !lull.ValidID("gen", job.GenerationID) {
@@ -286,8 +355,15 @@ func engineMessage(err error) string {
 	return err.Error()
 }
 
+// startedKey carries the callback that tells the gate a received message
+// has reached the engine.
+type startedKey struct{}
+
 // callEngine runs the request, retrying transient errors with backoff.
 func (w *Worker) callEngine(ctx context.Context, log *slog.Logger, g *lull.Generation, body []byte) (*vllm.Result, error) {
+	if f, ok := ctx.Value(startedKey{}).(func(bool)); ok {
+		f(true)
+	}
 	var err error
 	for attempt := 1; attempt <= w.cfg.EngineRetries; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)

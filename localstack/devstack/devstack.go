@@ -55,6 +55,8 @@ type Config struct {
 	Prefix string
 	// Workers is the number of GPU workers; 1 by default, -1 for none.
 	Workers int
+	// Gate is the workers' load gate: "fixed" (default) or "metrics".
+	Gate string
 	// WorkerConcurrency is each worker's concurrency; 16 by default.
 	WorkerConcurrency int
 	// Visibility is the request queues' visibility timeout; 30s by default.
@@ -265,6 +267,7 @@ func (s *Stack) WorkerConfig() worker.Config {
 		Model: s.cfg.Model, QueueURL: s.QueueURL, EventsQueueURL: s.EventsURL, Table: s.Table, Bucket: s.Bucket,
 		VLLMURL: s.EngineURL, Concurrency: s.cfg.WorkerConcurrency, Visibility: s.cfg.Visibility,
 		RequestTimeout: 10 * time.Minute, EngineRetries: 3, DrainTimeout: 30 * time.Second,
+		Gate: cmp.Or(s.cfg.Gate, "fixed"), GateTarget: 64, GateKVHigh: 0.9, GateInterval: 200 * time.Millisecond,
 	}
 }
 

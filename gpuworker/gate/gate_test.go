@@ -1,0 +1,172 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lull-ai/lull/localstack/vllmsim"
+)
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(100, 0)
+	for _, tc := range []struct {
+		name, text string
+		want       Snapshot
+		wantErr    bool
+	}{
+		{"Labels", `# HELP vllm:num_requests_running x
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m",engine="0"} 3
+vllm:num_requests_running{model_name="m",engine="1"} 2
+vllm:num_requests_waiting{model_name="m",engine="0"} 1
+vllm:kv_cache_usage_perc{model_name="m",engine="0"} 0.25
+vllm:kv_cache_usage_perc{model_name="m",engine="1"} 0.5
+vllm:num_preemptions_total{model_name="m"} 7
+vllm:generation_tokens_total{model_name="m"} 99`,
+			Snapshot{At: at, Running: 5, Waiting: 1, KVUsage: 0.5, HasKV: true, Preemptions: 7, HasPreemptions: true}, false},
+		{"NoLabelsLegacyKV", "vllm:num_requests_running 4\nvllm:num_requests_waiting 0 1700000000\nvllm:gpu_cache_usage_perc 0.75\n",
+			Snapshot{At: at, Running: 4, KVUsage: 0.75, HasKV: true}, false},
+		{"OptionalAbsent", "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n", Snapshot{At: at}, false},
+		{"LabelWithBraceAndSpace", `vllm:num_requests_running{model_name="a} b"} 2` + "\nvllm:num_requests_waiting{} 0\n", Snapshot{At: at, Running: 2}, false},
+		{"MissingRequired", "vllm:kv_cache_usage_perc 0.1\n", Snapshot{}, true},
+		{"Garbage", "not metrics at all\n", Snapshot{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Parse(strings.NewReader(tc.text), at)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if !tc.wantErr && got != tc.want {
+				t.Fatalf("Parse = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	base := Snapshot{Running: 10, HasKV: true, KVUsage: 0.5, HasPreemptions: true, Preemptions: 3}
+	for _, tc := range []struct {
+		name    string
+		prep    func(g *Gate, c *clock)
+		pending int
+		open    bool
+		budget  int
+		reason  string
+	}{
+		{"NoMetrics", func(g *Gate, c *clock) {}, 0, false, 0, "no engine metrics"},
+		{"Headroom", func(g *Gate, c *clock) { g.Observe(snap(base, c), nil) }, 0, true, 22, "headroom"},
+		{"PendingCounts", func(g *Gate, c *clock) { g.Observe(snap(base, c), nil) }, 20, true, 2, "headroom"},
+		{"Full", func(g *Gate, c *clock) { s := base; s.Running = 32; g.Observe(snap(s, c), nil) }, 0, false, 0, "engine full"},
+		{"Waiting", func(g *Gate, c *clock) { s := base; s.Waiting = 1; g.Observe(snap(s, c), nil) }, 0, false, 0, "queueing"},
+		{"KVHigh", func(g *Gate, c *clock) { s := base; s.KVUsage = 0.9; g.Observe(snap(s, c), nil) }, 0, false, 0, "KV cache"},
+		{"KVAbsentIsFine", func(g *Gate, c *clock) { s := base; s.HasKV, s.KVUsage = false, 0; g.Observe(snap(s, c), nil) }, 0, true, 22, "headroom"},
+		{"Stale", func(g *Gate, c *clock) { g.Observe(snap(base, c), nil); c.add(2 * time.Second) }, 0, false, 0, "stale"},
+		{"ScrapeErrorsGoStale", func(g *Gate, c *clock) {
+			g.Observe(snap(base, c), nil)
+			c.add(2 * time.Second)
+			g.Observe(Snapshot{}, errors.New("connection refused"))
+		}, 0, false, 0, "stale"},
+		{"Preempted", func(g *Gate, c *clock) {
+			g.Observe(snap(base, c), nil)
+			c.add(100 * time.Millisecond)
+			s := base
+			s.Preemptions = 4
+			g.Observe(snap(s, c), nil)
+		}, 0, false, 0, "preemption"},
+		{"PreemptionCooledDown", func(g *Gate, c *clock) {
+			g.Observe(snap(base, c), nil)
+			s := base
+			s.Preemptions = 4
+			g.Observe(snap(s, c), nil)
+			for range 5 { // keep metrics fresh while the cooldown passes
+				c.add(500 * time.Millisecond)
+				g.Observe(snap(s, c), nil)
+			}
+		}, 0, true, 22, "headroom"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := &clock{t: time.Unix(1000, 0)}
+			g := New("http://unused", Policy{TargetRunning: 32, Interval: 200 * time.Millisecond}, func() int { return tc.pending })
+			g.now = c.now
+			tc.prep(g, c)
+			d := g.Decide()
+			if d.Open != tc.open || d.Budget != tc.budget || !strings.Contains(d.Reason, tc.reason) {
+				t.Fatalf("Decide = %+v, want open=%v budget=%d reason~%q", d, tc.open, tc.budget, tc.reason)
+			}
+		})
+	}
+}
+
+func snap(s Snapshot, c *clock) Snapshot { s.At = c.now(); return s }
+
+// Against the simulator: open when idle, closed while requests queue, open again after.
+func TestGateOnSimulator(t *testing.T) {
+	t.Parallel()
+	sim, err := vllmsim.New(vllmsim.Config{MaxNumSeqs: 4, TimeScale: 0.2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	defer func() { srv.CloseClientConnections(); srv.Close(); sim.Close() }()
+	g := New(srv.URL+"/metrics", Policy{TargetRunning: 4, Interval: 20 * time.Millisecond}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go g.Run(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if n, err := g.Wait(wctx); err != nil || n != 4 {
+		t.Fatalf("idle engine: budget %d, %v; want 4", n, err)
+	}
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() {
+			resp, err := http.Post(srv.URL+"/v1/completions", "application/json",
+				strings.NewReader(`{"model":"lull-sim-1","prompt":"p`+string(rune('a'+i))+`","max_tokens":60}`))
+			if err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Decide().Open {
+		if time.Now().After(deadline) {
+			t.Fatal("gate stayed open while 12 requests hit a 4-sequence engine")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	deadline = time.Now().Add(5 * time.Second)
+	for g.Decide().Budget != 4 { // the next scrapes see the engine drained
+		if time.Now().After(deadline) {
+			t.Fatalf("after the burst: %+v, want budget 4", g.Decide())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	srv.CloseClientConnections()
+	srv.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for !strings.Contains(g.Decide().Reason, "stale") {
+		if time.Now().After(deadline) {
+			t.Fatalf("gate did not close on a dead engine: %+v", g.Decide())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
