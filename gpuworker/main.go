@@ -15,6 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+
+	"github.com/lull-ai/lull/gpuworker/imds"
+	"github.com/lull-ai/lull/gpuworker/lifecycle"
 	"github.com/lull-ai/lull/gpuworker/vllm"
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/shared/awsclients"
@@ -81,7 +86,45 @@ func run(ctx context.Context, log *slog.Logger) error {
 		case <-time.After(time.Second):
 		}
 	}
-	return w.Run(ctx)
+	if cfg.IMDSURL != "" {
+		md := imds.New(cfg.IMDSURL)
+		go w.DrainOn(ctx, func(ctx context.Context) *worker.Notice {
+			n := md.Watch(ctx, cfg.IMDSInterval, func(err error) { log.Debug("metadata service", "err", err) })
+			if n == nil {
+				return nil
+			}
+			return &worker.Notice{Kind: n.Kind, Deadline: n.Deadline}
+		}, 15*time.Second)
+	}
+	if err := w.Run(ctx); err != nil {
+		return err
+	}
+	// Drained (notice or SIGTERM): let Auto Scaling go on with termination.
+	if cfg.IMDSURL != "" && cfg.ASGName != "" && cfg.LifecycleHook != "" {
+		if err := completeHook(context.WithoutCancel(ctx), cfg, log); err != nil {
+			log.Warn("lifecycle hook not completed; Auto Scaling proceeds at the hook's timeout", "err", err)
+		}
+	}
+	return nil
+}
+
+// completeHook tells Auto Scaling the worker has drained.
+func completeHook(ctx context.Context, cfg worker.Config, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	id, ok, err := imds.New(cfg.IMDSURL).Get(ctx, "instance-id")
+	if err != nil || !ok {
+		return fmt.Errorf("lifecycle hook: instance id: %v", err)
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if err := lifecycle.New(autoscaling.NewFromConfig(awsCfg), cfg.ASGName, cfg.LifecycleHook, id).Complete(ctx); err != nil {
+		return err
+	}
+	log.Info("lifecycle hook completed", "instance", id, "group", cfg.ASGName)
+	return nil
 }
 
 var _ lull.Queue = (*sqs.Queue)(nil)

@@ -27,6 +27,10 @@ type Config struct {
 	GateTarget     int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
 	GateKVHigh     float64       `env:"LULL_GATE_KV_HIGH" default:"0.9" doc:"metrics gate: KV-cache usage that closes the gate"`
 	GateInterval   time.Duration `env:"LULL_GATE_INTERVAL" default:"200ms" doc:"metrics gate: scrape period"`
+	IMDSURL        string        `env:"LULL_IMDS_URL" doc:"EC2 metadata service to watch for spot interruptions and scale-in (http://169.254.169.254 on EC2); empty disables"`
+	IMDSInterval   time.Duration `env:"LULL_IMDS_INTERVAL" default:"2s" doc:"how often the metadata service is polled"`
+	ASGName        string        `env:"LULL_ASG_NAME" doc:"Auto Scaling group whose termination lifecycle hook the worker completes after draining"`
+	LifecycleHook  string        `env:"LULL_LIFECYCLE_HOOK" doc:"name of that termination lifecycle hook"`
 }
 
 func (c *Config) validate() error {

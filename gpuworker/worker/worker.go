@@ -55,6 +55,13 @@ type Worker struct {
 	// ownGate says the worker built its gate and runs it.
 	ownGate bool
 
+	// drain stops receiving early (spot notice, scale-in); drainBy is the
+	// deadline by which unfinished generations must be released.
+	drainOnce sync.Once
+	drain     chan struct{}
+	drainMu   sync.Mutex
+	drainBy   time.Time
+
 	stats Stats
 }
 
@@ -88,7 +95,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		host, _ := os.Hostname()
 		id = cmp.Or(host, "worker") + "-" + lull.NewID("w")[2:8]
 	}
-	w := &Worker{cfg: cfg, deps: deps, id: id}
+	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{})}
 	if deps.Gate == nil && cfg.Gate == "metrics" {
 		w.deps.Gate = gate.New(strings.TrimRight(cfg.VLLMURL, "/")+"/metrics", gate.Policy{
 			TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval,
@@ -120,6 +127,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	// runCtx outlives ctx by the drain timeout so running generations can finish.
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
+	// Receiving stops when ctx ends or Drain is called.
+	ctx, stopReceiving := context.WithCancel(ctx)
+	defer stopReceiving()
+	go func() {
+		select {
+		case <-w.drain:
+			stopReceiving()
+		case <-ctx.Done():
+		}
+	}()
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	var wg sync.WaitGroup
 	backoff := time.Duration(0)
@@ -172,18 +189,60 @@ func (w *Worker) Run(ctx context.Context) error {
 			})
 		}
 	}
-	log.InfoContext(ctx, "draining", "in_flight", w.stats.InFlight.Load(), "timeout", w.cfg.DrainTimeout.String())
+	timeout := w.cfg.DrainTimeout
+	w.drainMu.Lock()
+	if !w.drainBy.IsZero() {
+		timeout = max(min(timeout, time.Until(w.drainBy)), 0)
+	}
+	w.drainMu.Unlock()
+	log.Info("draining", "in_flight", w.stats.InFlight.Load(), "timeout", timeout.String())
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(w.cfg.DrainTimeout):
+	case <-time.After(timeout):
 		log.Warn("drain timeout: releasing unfinished generations", "in_flight", w.stats.InFlight.Load())
 		cancelRuns()
 		<-done
 	}
 	log.Info("worker stopped", "completed", w.stats.Completed.Load(), "released", w.stats.Released.Load())
 	return nil
+}
+
+// Drain makes Run stop receiving at once and return after letting running
+// generations finish until deadline (or the drain timeout, whichever comes
+// first; zero deadline: the drain timeout), releasing the rest to the queue.
+// Later calls only move the deadline earlier.
+func (w *Worker) Drain(deadline time.Time) {
+	w.drainMu.Lock()
+	if w.drainBy.IsZero() || (!deadline.IsZero() && deadline.Before(w.drainBy)) {
+		w.drainBy = deadline
+	}
+	w.drainMu.Unlock()
+	w.drainOnce.Do(func() { close(w.drain) })
+}
+
+// Notice is an instruction to stop taking work, e.g. a spot interruption.
+type Notice struct {
+	Kind     string
+	Deadline time.Time // zero when there is no hard deadline
+}
+
+// DrainOn drains the worker when watch reports a notice; safety is kept
+// back from the notice's deadline for releasing unfinished work. It returns
+// the notice, or nil when ctx ended first.
+func (w *Worker) DrainOn(ctx context.Context, watch func(context.Context) *Notice, safety time.Duration) *Notice {
+	n := watch(ctx)
+	if n == nil {
+		return nil
+	}
+	deadline := n.Deadline
+	if !deadline.IsZero() {
+		deadline = deadline.Add(-safety)
+	}
+	w.deps.Logger.Warn("interruption notice: draining", "kind", n.Kind, "deadline", n.Deadline, "release_by", deadline)
+	w.Drain(deadline)
+	return n
 }
 
 // logGate logs each change of the gate's state, so operators see it work.
