@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/lull-ai/lull/gpuworker/imds"
 	"github.com/lull-ai/lull/gpuworker/lifecycle"
+	"github.com/lull-ai/lull/gpuworker/supervisor"
 	"github.com/lull-ai/lull/gpuworker/vllm"
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/shared/awsclients"
@@ -60,6 +62,16 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	if cfg.EventsQueueURL != "" {
 		deps.Events = sqs.New(clients.SQS, cfg.EventsQueueURL)
+	}
+	if cfg.VLLMCommand != "" {
+		fields := strings.Fields(cfg.VLLMCommand)
+		sup := &supervisor.Supervisor{Command: fields[0], Args: fields[1:], HealthURL: strings.TrimRight(cfg.VLLMURL, "/") + "/health", Logger: log}
+		deps.EngineUp = sup.Healthy
+		// The engine outlives the drain: it stops only after Run returns.
+		supCtx, stopSup := context.WithCancel(context.WithoutCancel(ctx))
+		supDone := make(chan struct{})
+		go func() { defer close(supDone); _ = sup.Run(supCtx) }()
+		defer func() { stopSup(); <-supDone }()
 	}
 	w, err := worker.New(cfg, deps)
 	if err != nil {

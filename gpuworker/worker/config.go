@@ -15,6 +15,7 @@ type Config struct {
 	Table          string        `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
 	Bucket         string        `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs and outputs"`
 	VLLMURL        string        `env:"VLLM_URL" default:"http://127.0.0.1:8000" doc:"base URL of the local vLLM OpenAI server"`
+	VLLMCommand    string        `env:"LULL_VLLM_COMMAND" doc:"command line that starts the engine (split on spaces), e.g. 'vllm serve <model> --port 8000 --scheduling-policy priority'; empty: attach to VLLM_URL"`
 	EngineModel    string        `env:"LULL_ENGINE_MODEL" doc:"model name the engine expects, when it differs from LULL_MODEL"`
 	Concurrency    int           `env:"LULL_CONCURRENCY" default:"16" doc:"most generations in flight at once"`
 	Visibility     time.Duration `env:"LULL_VISIBILITY_TIMEOUT" default:"60s" doc:"SQS visibility the worker holds and extends while a generation runs"`

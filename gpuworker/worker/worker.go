@@ -34,6 +34,9 @@ type Deps struct {
 	Engine      Engine
 	Logger      *slog.Logger
 	Now         func() time.Time // time.Now when nil
+	// EngineUp, when set, pauses receiving while it reports false (the
+	// supervised engine is restarting).
+	EngineUp func() bool
 	// Gate, when set, limits receives to the engine's headroom (on top of
 	// the Concurrency slots) and the caller runs it. When nil and
 	// Config.Gate is "metrics", the worker builds and runs its own over
@@ -145,6 +148,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
+			continue
+		}
+		if up := w.deps.EngineUp; up != nil && !up() {
+			<-slots
+			sleep(ctx, 250*time.Millisecond)
 			continue
 		}
 		free := 1
