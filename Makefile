@@ -37,6 +37,10 @@ test-short: ## Runtime tests against the in-process emulators only (no install s
 bench: ## Benchmarks of the dev stack (accept latency and throughput) as a table
 	$(GO) run ./localstack/cmd/lull-bench
 
+.PHONY: bench-gate
+bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on one simulated engine, as a table (~2 min)
+	$(GO) run ./localstack/cmd/lull-gatebench
+
 .PHONY: lint
 lint: vet ## Static checks
 

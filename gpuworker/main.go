@@ -53,6 +53,9 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	engine := vllm.New(cfg.VLLMURL, nil)
 	engine.Model = cfg.EngineModel
+	if cfg.AsyncPriority != 0 {
+		engine.Priority = &cfg.AsyncPriority
+	}
 	deps := worker.Deps{
 		Generations: dynamodb.New(clients.DynamoDB, cfg.Table),
 		Queue:       sqs.New(clients.SQS, cfg.QueueURL),

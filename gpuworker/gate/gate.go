@@ -24,6 +24,10 @@ type Policy struct {
 	MaxAge time.Duration
 	// Interval is the scrape period.
 	Interval time.Duration
+	// QueueDepthOnly replaces the headroom policy with the common
+	// queue-depth budget (allowed = TargetRunning × (1 − waiting/TargetRunning),
+	// minus what pending reports). Kept for comparison in benchmarks.
+	QueueDepthOnly bool
 }
 
 func (p *Policy) withDefaults() {
@@ -121,6 +125,12 @@ func (g *Gate) Decide() Decision {
 		return Decision{Reason: "no engine metrics yet"}
 	case now.Sub(s.At) > p.MaxAge:
 		return Decision{Reason: fmt.Sprintf("engine metrics stale (%s old)", now.Sub(s.At).Round(time.Millisecond))}
+	case p.QueueDepthOnly:
+		allowed := int(float64(p.TargetRunning) * max(0, 1-s.Waiting/float64(p.TargetRunning)))
+		if b := allowed - g.pending(); b > 0 {
+			return Decision{Open: true, Budget: b, Reason: "queue-depth budget"}
+		}
+		return Decision{Reason: "queue-depth budget spent"}
 	case s.Waiting > 0:
 		return Decision{Reason: fmt.Sprintf("engine queueing (%g waiting)", s.Waiting)}
 	case s.HasKV && s.KVUsage >= p.KVHigh:

@@ -17,6 +17,7 @@ type Config struct {
 	VLLMURL        string        `env:"VLLM_URL" default:"http://127.0.0.1:8000" doc:"base URL of the local vLLM OpenAI server"`
 	VLLMCommand    string        `env:"LULL_VLLM_COMMAND" doc:"command line that starts the engine (split on spaces), e.g. 'vllm serve <model> --port 8000 --scheduling-policy priority'; empty: attach to VLLM_URL"`
 	EngineModel    string        `env:"LULL_ENGINE_MODEL" doc:"model name the engine expects, when it differs from LULL_MODEL"`
+	AsyncPriority  int           `env:"LULL_ASYNC_PRIORITY" default:"0" doc:"vLLM request priority for async work when the engine runs --scheduling-policy priority (higher runs later; 0 sends none)"`
 	Concurrency    int           `env:"LULL_CONCURRENCY" default:"16" doc:"most generations in flight at once"`
 	Visibility     time.Duration `env:"LULL_VISIBILITY_TIMEOUT" default:"60s" doc:"SQS visibility the worker holds and extends while a generation runs"`
 	RequestTimeout time.Duration `env:"LULL_ENGINE_TIMEOUT" default:"10m" doc:"longest one engine call may take"`
@@ -24,7 +25,7 @@ type Config struct {
 	WorkerID       string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
 	MetricsAddr    string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
 	DrainTimeout   time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
-	Gate           string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots) or metrics (vLLM /metrics headroom)"`
+	Gate           string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots), metrics (vLLM /metrics headroom) or queue-depth (budget 1 - waiting/target; for comparison)"`
 	GateTarget     int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
 	GateKVHigh     float64       `env:"LULL_GATE_KV_HIGH" default:"0.9" doc:"metrics gate: KV-cache usage that closes the gate"`
 	GateInterval   time.Duration `env:"LULL_GATE_INTERVAL" default:"200ms" doc:"metrics gate: scrape period"`
@@ -45,8 +46,8 @@ func (c *Config) validate() error {
 	if c.EngineRetries < 1 {
 		errs = append(errs, errors.New("LULL_ENGINE_RETRIES must be at least 1"))
 	}
-	if c.Gate != "fixed" && c.Gate != "metrics" {
-		errs = append(errs, errors.New("LULL_GATE must be fixed or metrics"))
+	if c.Gate != "fixed" && c.Gate != "metrics" && c.Gate != "queue-depth" {
+		errs = append(errs, errors.New("LULL_GATE must be fixed, metrics or queue-depth"))
 	}
 	return errors.Join(errs...)
 }

@@ -99,10 +99,14 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		id = cmp.Or(host, "worker") + "-" + lull.NewID("w")[2:8]
 	}
 	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{})}
-	if deps.Gate == nil && cfg.Gate == "metrics" {
-		w.deps.Gate = gate.New(strings.TrimRight(cfg.VLLMURL, "/")+"/metrics", gate.Policy{
-			TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval,
-		}, func() int { return int(w.stats.Unstarted.Load()) })
+	if deps.Gate == nil && cfg.Gate != "fixed" {
+		p := gate.Policy{TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval}
+		pending := func() int { return int(w.stats.Unstarted.Load()) }
+		if cfg.Gate == "queue-depth" { // the comparison policy counts all its own work
+			p.QueueDepthOnly = true
+			pending = func() int { return int(w.stats.Unstarted.Load() + w.stats.InFlight.Load()) }
+		}
+		w.deps.Gate = gate.New(strings.TrimRight(cfg.VLLMURL, "/")+"/metrics", p, pending)
 		w.ownGate = true
 	}
 	w.deps.Logger = deps.Logger.With("worker", id, "model", cfg.Model)

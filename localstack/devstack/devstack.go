@@ -294,6 +294,9 @@ func (s *Stack) StartWorker(ctx context.Context, change func(*worker.Config)) (*
 		change(&cfg)
 	}
 	engine := vllm.New(cfg.VLLMURL, nil)
+	if cfg.AsyncPriority != 0 {
+		engine.Priority = &cfg.AsyncPriority
+	}
 	w, err := worker.New(cfg, worker.Deps{
 		Generations: s.Store, Queue: sqs.New(s.Clients.SQS, cfg.QueueURL), Events: sqs.New(s.Clients.SQS, cfg.EventsQueueURL),
 		Blobs: s.Blobs, Engine: engine, Logger: s.cfg.Logger,

@@ -198,13 +198,16 @@ func (e *engine) step() time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cfg := e.cfg
+	order := func() {
+		slices.SortStableFunc(e.waiting, func(a, b *seq) int {
+			if cfg.PriorityScheduling && a.priority != b.priority {
+				return cmp.Compare(a.priority, b.priority)
+			}
+			return cmp.Compare(a.arrival, b.arrival)
+		})
+	}
 	// Order waiting: by priority (when on) then arrival.
-	slices.SortStableFunc(e.waiting, func(a, b *seq) int {
-		if cfg.PriorityScheduling && a.priority != b.priority {
-			return cmp.Compare(a.priority, b.priority)
-		}
-		return cmp.Compare(a.arrival, b.arrival)
-	})
+	order()
 	// With priority scheduling, a better waiting sequence preempts the worst
 	// running one when the batch is full.
 	if cfg.PriorityScheduling && len(e.waiting) > 0 && len(e.running) >= cfg.MaxNumSeqs {
@@ -216,6 +219,7 @@ func (e *engine) step() time.Duration {
 		})
 		if e.waiting[0].priority < worst.priority {
 			e.preemptLocked(worst)
+			order() // the victim goes behind the better request, not back in at once
 		}
 	}
 	// Admit.

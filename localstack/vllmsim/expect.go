@@ -28,6 +28,16 @@ func Tokens(s string) int { return len(strings.Fields(s)) }
 // reason "length"). Chat requests use ChatPrompt(messages) as the prompt; the
 // i-th choice (i > 0) of a request with n > 1 uses prompt + "#i".
 func Expect(model, prompt string, maxTokens int) Completion {
+	return expect(model, prompt, maxTokens, false)
+}
+
+// ExpectIgnoreEOS is Expect for requests with vLLM's "ignore_eos": true:
+// generation runs to maxTokens (finish reason "length").
+func ExpectIgnoreEOS(model, prompt string, maxTokens int) Completion {
+	return expect(model, prompt, maxTokens, true)
+}
+
+func expect(model, prompt string, maxTokens int, ignoreEOS bool) Completion {
 	h := fnv.New64a()
 	h.Write([]byte(model))
 	h.Write([]byte{0})
@@ -35,7 +45,7 @@ func Expect(model, prompt string, maxTokens int) Completion {
 	x := h.Sum64()
 	n := 8 + int(x%57)
 	finish := "stop"
-	if maxTokens > 0 && maxTokens < n {
+	if maxTokens > 0 && (maxTokens < n || ignoreEOS) {
 		n, finish = maxTokens, "length"
 	}
 	words := make([]string, n)

@@ -105,7 +105,8 @@ type request struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	Priority *int `json:"priority"`
+	Priority  *int `json:"priority"`
+	IgnoreEOS bool `json:"ignore_eos"`
 }
 
 type choice struct {
@@ -170,7 +171,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
 			if i > 0 {
 				cp = fmt.Sprintf("%s#%d", p, i)
 			}
-			want := Expect(s.cfg.Model, cp, maxTokens)
+			want := expect(s.cfg.Model, cp, maxTokens, req.IgnoreEOS)
 			if want.PromptTokens+max(maxTokens, want.CompletionTokens) > s.cfg.MaxModelLen {
 				writeErr(w, http.StatusBadRequest, "BadRequestError", fmt.Sprintf(
 					"This model's maximum context length is %d tokens. However, you requested %d tokens.", s.cfg.MaxModelLen, want.PromptTokens+max(maxTokens, want.CompletionTokens)))

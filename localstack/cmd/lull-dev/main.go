@@ -7,7 +7,8 @@
 // OpenAI-compatible engine instead of the simulator), AWS_ENDPOINT_URL or
 // AWS_ENDPOINT_URL_{DYNAMODB,SQS,S3} (use external emulators such as
 // LocalStack instead of the in-process ones), LULL_SIM_TIME_SCALE (simulator
-// speed, default 1 = real time), LULL_WORKERS (default 1).
+// speed, default 1 = real time), LULL_WORKERS (default 1), LULL_GATE (the
+// worker's intake policy, default metrics: its changes are logged).
 package main
 
 import (
@@ -41,7 +42,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		DevAPIKey: os.Getenv("LULL_DEV_API_KEY"),
 		Model:     os.Getenv("LULL_MODEL"),
 		VLLMURL:   os.Getenv("VLLM_URL"),
+		Gate:      cmp.Or(os.Getenv("LULL_GATE"), "metrics"),
 		Logger:    log,
+	}
+	if g := cfg.Gate; g != "metrics" && g != "fixed" && g != "queue-depth" {
+		return fmt.Errorf("LULL_GATE=%q: want metrics, fixed or queue-depth", g)
 	}
 	all := os.Getenv("AWS_ENDPOINT_URL")
 	cfg.Endpoints = awsclients.Endpoints{
@@ -86,6 +91,7 @@ lull dev stack is up.
   model:    %[3]s
   engine:   %[4]s
   storage:  %[5]s
+  worker:   load gate %[6]q (watch the "load gate" log lines)
 
 Try it:
   curl -s %[1]s/v1/slow/chat/completions \
@@ -103,7 +109,7 @@ refuse them unless LULL_WEBHOOK_ALLOW_INSECURE=true):
 
 OpenAI SDKs: base_url=%[1]s/v1/slow, api_key=%[2]s.
 Ctrl-C stops everything.
-`, st.URL, key, model, engine, emu)
+`, st.URL, key, model, engine, emu, cfg.Gate)
 	<-ctx.Done()
 	log.Info("shutting down")
 	done := make(chan error, 1)

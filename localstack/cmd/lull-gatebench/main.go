@@ -1,0 +1,435 @@
+// Command lull-gatebench compares ways for a GPU worker to decide when to
+// take async work (`make bench-gate`). One simulated vLLM engine (priority
+// scheduling on) serves a bursty interactive trace sent straight to it and a
+// deep async backlog in SQS consumed by one lull worker under each policy:
+//
+//	fixed        a fixed number of concurrent requests (SageMaker's
+//	             MaxConcurrentInvocationsPerInstance style), no priority
+//	queue-depth  budget = 1 − waiting/max-concurrency, no priority
+//	lull         lull's headroom gate (nothing waiting, KV below the
+//	             watermark, no fresh preemptions), async at low priority
+//
+// It prints, per policy and load: engine token throughput as a share of the
+// measured saturation throughput, async tokens/s, interactive TTFT p50/p99
+// and inflation over the interactive-only baseline, the share of the idle
+// capacity async work filled, messages hoarded (received, not yet sent to
+// the engine), and preemptions. All durations are simulated time.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lull-ai/lull/gpuworker/worker"
+	"github.com/lull-ai/lull/localstack/devstack"
+	"github.com/lull-ai/lull/localstack/vllmsim"
+)
+
+var (
+	timeScale  = flag.Float64("time-scale", 1, "simulator speed (1 = real time)")
+	runFor     = flag.Duration("duration", 10*time.Second, "wall time per scenario")
+	genTokens  = flag.Int("async-tokens", 512, "tokens per async generation")
+	gateTarget = flag.Int("gate-target", 24, "lull gate: sequences to fill the engine to (below max-num-seqs leaves room for interactive bursts)")
+	burstGap   = flag.Duration("burst-gap", 300*time.Millisecond, "mean gap between interactive bursts (1-8 requests each)")
+	maxSeqs    = flag.Int("max-num-seqs", 32, "engine's max running sequences")
+)
+
+func simConfig() vllmsim.Config {
+	return vllmsim.Config{MaxNumSeqs: *maxSeqs, KVBlocks: 2048, BlockSize: 16, PriorityScheduling: true, TimeScale: *timeScale}
+}
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "lull-gatebench:", err)
+		os.Exit(1)
+	}
+}
+
+// sim converts wall time to simulated time.
+func sim(d time.Duration) time.Duration { return time.Duration(float64(d) / *timeScale) }
+
+type policy struct {
+	name     string
+	gate     string // "", "fixed", "metrics", "queue-depth"
+	priority int
+}
+
+var policies = []policy{
+	{"fixed", "fixed", 0},
+	{"queue-depth", "queue-depth", 0},
+	{"lull", "metrics", 10},
+}
+
+type outcome struct {
+	policy, load    string
+	engineTokS      float64 // simulated-time tokens per second
+	asyncTokS       float64
+	ttft50, ttft99  time.Duration
+	hoarded         int64
+	preemptions     int64
+	interactiveTokS float64
+}
+
+func run() error {
+	quiet := slog.New(slog.DiscardHandler)
+	satur, err := saturation()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("engine: max-num-seqs %d, saturation %.0f tokens/s (simulated time)\n", *maxSeqs, satur)
+	base, err := scenario(policy{name: "interactive only"}, true, quiet)
+	if err != nil {
+		return err
+	}
+	results := []outcome{base}
+	for _, load := range []bool{false, true} {
+		for _, p := range policies {
+			o, err := scenario(p, load, quiet)
+			if err != nil {
+				return err
+			}
+			results = append(results, o)
+		}
+	}
+	idle := satur - base.interactiveTokS
+	fmt.Printf("\n%-17s %-12s %9s %10s %10s %10s %10s %10s %8s %8s\n", "policy", "load", "engine%", "async t/s", "TTFT p50", "TTFT p99", "p99 infl.", "idle fill", "hoarded", "preempt")
+	for _, o := range results {
+		infl, fill := "-", "-"
+		p50, p99 := "-", "-"
+		if o.load == "mixed" && o.policy != base.policy {
+			fill = fmt.Sprintf("%.0f%%", 100*o.asyncTokS/idle)
+			infl = "starved"
+		}
+		if o.ttft50 > 0 {
+			p50, p99 = o.ttft50.Round(time.Millisecond).String(), o.ttft99.Round(time.Millisecond).String()
+			if o.load == "mixed" && o.policy != base.policy {
+				infl = fmt.Sprintf("%+.1f%%", 100*(float64(o.ttft99)/float64(base.ttft99)-1))
+			}
+		}
+		fmt.Printf("%-17s %-12s %8.0f%% %10.0f %10s %10s %10s %10s %8d %8d\n", o.policy, o.load, 100*o.engineTokS/satur, o.asyncTokS, p50, p99, infl, fill, o.hoarded, o.preemptions)
+	}
+	fmt.Printf("\nidle capacity left by the interactive trace: %.0f tokens/s (%.0f%% of saturation)\n", idle, 100*idle/satur)
+	return fairness(quiet)
+}
+
+// saturation floods the engine and measures its token throughput.
+func saturation() (float64, error) {
+	s, err := vllmsim.New(simConfig())
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *runFor/2)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 2 * *maxSeqs {
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				complete(ctx, srv.URL, fmt.Sprintf("flood %d %d", i, n), *genTokens, 0)
+			}
+		})
+	}
+	time.Sleep(*runFor / 8)
+	start, t0 := s.Stats(), time.Now()
+	<-ctx.Done()
+	end, el := s.Stats(), time.Since(t0)
+	wg.Wait()
+	return float64(end.GenerationTokens-start.GenerationTokens) / sim(el).Seconds(), nil
+}
+
+func complete(ctx context.Context, url, prompt string, maxTokens, priority int) {
+	body := fmt.Sprintf(`{"model":"lull-sim-1","prompt":%q,"max_tokens":%d,"priority":%d,"ignore_eos":true}`, prompt, maxTokens, priority)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+}
+
+// interactive replays a bursty trace (fixed seed) and returns TTFTs and tokens.
+func interactive(ctx context.Context, url string) ([]time.Duration, *atomic.Int64) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	var mu sync.Mutex
+	var ttfts []time.Duration
+	tokens := &atomic.Int64{}
+	var wg sync.WaitGroup
+	for n := 0; ctx.Err() == nil; n++ {
+		gap := time.Duration(rng.ExpFloat64() * float64(*burstGap))
+		select {
+		case <-ctx.Done():
+		case <-time.After(gap):
+		}
+		burst := 1 + rng.IntN(8)
+		for b := range burst {
+			maxTok := 24 + rng.IntN(48)
+			wg.Go(func() {
+				t, tok := streamTTFT(ctx, url, fmt.Sprintf("interactive %d.%d please answer", n, b), maxTok)
+				if t > 0 {
+					mu.Lock()
+					ttfts = append(ttfts, t)
+					mu.Unlock()
+					tokens.Add(int64(tok))
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return ttfts, tokens
+}
+
+func streamTTFT(ctx context.Context, url, prompt string, maxTokens int) (time.Duration, int) {
+	body := fmt.Sprintf(`{"model":"lull-sim-1","stream":true,"stream_options":{"include_usage":true},"max_tokens":%d,"messages":[{"role":"user","content":%q}]}`, maxTokens, prompt)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var ttft time.Duration
+	tokens := 0
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || line == "[DONE]" {
+			continue
+		}
+		if ttft == 0 {
+			ttft = time.Since(start)
+		}
+		var chunk struct {
+			Usage *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if json.Unmarshal([]byte(line), &chunk) == nil && chunk.Usage != nil {
+			tokens = chunk.Usage.CompletionTokens
+		}
+	}
+	if tokens == 0 {
+		return 0, 0 // cut off by the end of the run
+	}
+	return sim(ttft), tokens
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(p*float64(len(d))))]
+}
+
+// backlog puts n async jobs on the stack's queue through the API.
+func backlog(url string, n, tokens int) error {
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				body := fmt.Sprintf(`{"model":"lull-sim-1","max_tokens":%d,"ignore_eos":true,"messages":[{"role":"user","content":"async job %d"}]}`, tokens, i)
+				req, _ := http.NewRequest(http.MethodPost, url+"/v1/slow/chat/completions", bytes.NewBufferString(body))
+				req.Header.Set("Authorization", "Bearer sk-lull-dev")
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil || resp.StatusCode != http.StatusAccepted {
+					failed.Add(1)
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		return fmt.Errorf("%d backlog submissions failed", failed.Load())
+	}
+	return nil
+}
+
+func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL string, target int) (*worker.Worker, error) {
+	return st.StartWorker(ctx, func(c *worker.Config) {
+		c.VLLMURL = engineURL
+		c.AsyncPriority = p.priority
+		c.DrainTimeout = time.Second
+		c.GateTarget = target
+		c.GateInterval = 50 * time.Millisecond
+		switch p.gate {
+		case "fixed":
+			c.Gate, c.Concurrency = "fixed", 2*target
+		case "metrics":
+			c.Gate, c.Concurrency = "metrics", 4*target
+		case "queue-depth":
+			c.Gate, c.Concurrency = "queue-depth", 4*target
+		}
+	})
+}
+
+func scenario(p policy, withInteractive bool, log *slog.Logger) (outcome, error) {
+	o := outcome{policy: p.name, load: "async only"}
+	if withInteractive {
+		o.load = "mixed"
+	}
+	s, err := vllmsim.New(simConfig())
+	if err != nil {
+		return o, err
+	}
+	defer s.Close()
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	st, err := devstack.Start(context.Background(), devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "gb", Workers: -1,
+		VLLMURL: srv.URL, Logger: log, SweepEvery: time.Hour, Visibility: 60 * time.Second})
+	if err != nil {
+		return o, err
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var w *worker.Worker
+	if p.gate != "" {
+		// Enough jobs that the backlog never runs dry within the run.
+		if err := backlog(st.URL, 400, *genTokens); err != nil {
+			return o, err
+		}
+		target := *maxSeqs
+		if p.gate == "metrics" {
+			target = *gateTarget
+		}
+		if w, err = startWorker(ctx, st, p, srv.URL, target); err != nil {
+			return o, err
+		}
+	}
+	time.Sleep(time.Second) // warm up
+	runCtx, stop := context.WithTimeout(ctx, *runFor)
+	defer stop()
+	start, t0 := s.Stats(), time.Now()
+	var ttfts []time.Duration
+	var itok *atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if withInteractive {
+			ttfts, itok = interactive(runCtx, srv.URL)
+		}
+	}()
+	for runCtx.Err() == nil {
+		if w != nil {
+			o.hoarded = max(o.hoarded, w.Stats().Unstarted.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	end, el := s.Stats(), time.Since(t0)
+	<-done
+	secs := sim(el).Seconds()
+	o.engineTokS = float64(end.GenerationTokens-start.GenerationTokens) / secs
+	o.preemptions = end.Preemptions - start.Preemptions
+	if itok != nil {
+		o.interactiveTokS = float64(itok.Load()) / secs
+	}
+	o.asyncTokS = max(0, o.engineTokS-o.interactiveTokS)
+	o.ttft50, o.ttft99 = percentile(ttfts, 0.50), percentile(ttfts, 0.99)
+	return o, nil
+}
+
+// fairness runs four workers with engines of different speeds on one queue
+// and counts samples in which a worker held received-but-unsent messages
+// while another worker's engine had room.
+func fairness(log *slog.Logger) error {
+	fmt.Printf("\nfour workers, engines 1x/2x/3x/4x slower, one queue (samples every 5ms)\n")
+	fmt.Printf("%-12s %12s %22s %28s\n", "policy", "completed", "max held by one worker", "samples held-while-other-idle")
+	for _, p := range []policy{{"fixed", "fixed", 0}, {"lull", "metrics", 10}} {
+		if err := fairnessRun(p, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fairnessRun(p policy, log *slog.Logger) error {
+	{
+		st, err := devstack.Start(context.Background(), devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "fair", Workers: -1,
+			VLLMURL: "http://127.0.0.1:1", Logger: log, SweepEvery: time.Hour, Visibility: 60 * time.Second})
+		if err != nil {
+			return err
+		}
+		if err := backlog(st.URL, 300, 64); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var ws []*worker.Worker
+		var sims []*vllmsim.Server
+		var servers []*httptest.Server
+		const target = 8
+		for i := range 4 {
+			cfg := simConfig()
+			cfg.MaxNumSeqs, cfg.TimeScale = target, *timeScale*float64(i+1)
+			s, err := vllmsim.New(cfg)
+			if err != nil {
+				return err
+			}
+			srv := httptest.NewServer(s)
+			sims, servers = append(sims, s), append(servers, srv)
+			w, err := startWorker(ctx, st, p, srv.URL, target)
+			if err != nil {
+				return err
+			}
+			ws = append(ws, w)
+		}
+		held, heldWhileIdle := int64(0), 0
+		deadline := time.Now().Add(*runFor / 2)
+		for time.Now().Before(deadline) {
+			var idle bool
+			var maxHeld int64
+			for i, w := range ws {
+				// held: received, not running on its engine (unsent + waiting inside the engine)
+				h := w.Stats().Unstarted.Load() + int64(sims[i].Stats().Waiting)
+				maxHeld = max(maxHeld, h)
+				if sims[i].Stats().Running < target && w.Stats().Unstarted.Load() == 0 {
+					idle = true
+				}
+			}
+			held = max(held, maxHeld)
+			if idle && maxHeld > 0 {
+				heldWhileIdle++
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		var completed int64
+		for _, w := range ws {
+			completed += w.Stats().Completed.Load()
+		}
+		fmt.Printf("%-12s %12d %22d %28d\n", p.name, completed, held, heldWhileIdle)
+		cancel()
+		st.Close()
+		for i := range sims {
+			servers[i].Close()
+			sims[i].Close()
+		}
+	}
+	return nil
+}
