@@ -118,6 +118,20 @@ func post(client *http.Client, url string, i int) (string, error) {
 	return acc.ID, json.Unmarshal(data, &acc)
 }
 
+// parallel calls f(0) … f(n-1) from c goroutines.
+func parallel(n, c int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 func accept(url string, n, c int) (result, error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}
 	// Warm up connections and caches.
@@ -127,26 +141,15 @@ func accept(url string, n, c int) (result, error) {
 		}
 	}
 	lat := make([]time.Duration, n)
-	var next atomic.Int64
 	var errs atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range c {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				t0 := time.Now()
-				if _, err := post(client, url, i); err != nil {
-					errs.Add(1)
-				}
-				lat[i] = time.Since(t0)
-			}
-		})
-	}
-	wg.Wait()
+	parallel(n, c, func(i int) {
+		t0 := time.Now()
+		if _, err := post(client, url, i); err != nil {
+			errs.Add(1)
+		}
+		lat[i] = time.Since(t0)
+	})
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	return result{name: "accept", n: n, p50: lat[n/2], p90: lat[n*9/10], p99: lat[n*99/100],
@@ -158,24 +161,13 @@ func endToEnd(st *devstack.Stack, n, c int) (result, error) {
 	start := time.Now()
 	ids := make([]string, n)
 	var errs atomic.Int64
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range c {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				id, err := post(client, st.URL, i)
-				if err != nil {
-					errs.Add(1)
-				}
-				ids[i] = id
-			}
-		})
-	}
-	wg.Wait()
+	parallel(n, c, func(i int) {
+		id, err := post(client, st.URL, i)
+		if err != nil {
+			errs.Add(1)
+		}
+		ids[i] = id
+	})
 	lat := make([]time.Duration, 0, n)
 	deadline := time.Now().Add(5 * time.Minute)
 	for _, id := range ids {
