@@ -59,16 +59,16 @@ type Gate struct {
 	lastErr     error
 	preemptedAt time.Time
 	changed     chan struct{}
-	// sent counts requests sent to the engine since the latest good scrape:
-	// the engine's gauges do not show them yet.
-	sent int
+	// sent holds when requests were sent to the engine that the latest good
+	// scrape may not show yet (sent after that scrape began).
+	sent []time.Time
 }
 
 // Sent records that the worker just sent a request to the engine, so the
-// budget accounts for it until a scrape shows it.
+// budget accounts for it until a scrape that began later shows it.
 func (g *Gate) Sent() {
 	g.mu.Lock()
-	g.sent++
+	g.sent = append(g.sent, g.now())
 	g.mu.Unlock()
 }
 
@@ -97,7 +97,15 @@ func (g *Gate) Observe(s Snapshot, err error) {
 		if g.lastOK && s.HasPreemptions && s.Preemptions > g.last.Preemptions {
 			g.preemptedAt = s.At
 		}
-		g.last, g.lastOK, g.lastErr, g.sent = s, true, nil, 0
+		g.last, g.lastOK, g.lastErr = s, true, nil
+		// Forget sends the scrape saw: those before it began.
+		keep := g.sent[:0]
+		for _, t := range g.sent {
+			if !t.Before(s.At) {
+				keep = append(keep, t)
+			}
+		}
+		g.sent = keep
 	}
 	close(g.changed)
 	g.changed = make(chan struct{})
@@ -138,7 +146,7 @@ func (g *Gate) Decide() Decision {
 	case !g.preemptedAt.IsZero() && now.Sub(g.preemptedAt) < p.PreemptionCooldown:
 		return Decision{Reason: "recent preemption"}
 	}
-	budget := p.TargetRunning - int(math.Ceil(s.Running)) - g.sent - g.pending()
+	budget := p.TargetRunning - int(math.Ceil(s.Running)) - len(g.sent) - g.pending()
 	if budget <= 0 {
 		return Decision{Reason: "engine full"}
 	}
@@ -178,6 +186,7 @@ func (g *Gate) Run(ctx context.Context) {
 }
 
 func (g *Gate) scrape(ctx context.Context) (Snapshot, error) {
+	began := g.now() // the snapshot shows what was sent before this
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.url, nil)
 	if err != nil {
 		return Snapshot{}, err
@@ -190,5 +199,5 @@ func (g *Gate) scrape(ctx context.Context) (Snapshot, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Snapshot{}, fmt.Errorf("gate: scrape %s: status %d", g.url, resp.StatusCode)
 	}
-	return Parse(resp.Body, g.now())
+	return Parse(resp.Body, began)
 }

@@ -166,7 +166,20 @@ func (s *Store) CreateDelivery(ctx context.Context, d *lull.Delivery) (bool, err
 
 // SaveDelivery implements lull.Webhooks.
 func (s *Store) SaveDelivery(ctx context.Context, d *lull.Delivery) error {
-	return wrap(s.putDelivery(ctx, d, nil), "save delivery %s", d.ID)
+	var cond *string
+	if d.Status == lull.DeliveryPending {
+		cond = aws.String("attribute_not_exists(pk) OR #st = :pending")
+	}
+	err := s.putDelivery(ctx, d, cond)
+	if isConditionFailed(err) {
+		return nil // already finished: that state stands
+	}
+	return wrap(err, "save delivery %s", d.ID)
+}
+
+// ReopenDelivery implements lull.Webhooks.
+func (s *Store) ReopenDelivery(ctx context.Context, d *lull.Delivery) error {
+	return wrap(s.putDelivery(ctx, d, nil), "reopen delivery %s", d.ID)
 }
 
 func (s *Store) putDelivery(ctx context.Context, d *lull.Delivery, cond *string) error {
@@ -178,7 +191,12 @@ func (s *Store) putDelivery(ctx context.Context, d *lull.Delivery, cond *string)
 	if err != nil {
 		return fmt.Errorf("dynamodb: marshal delivery %s: %w", d.ID, err)
 	}
-	_, err = s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: cond})
+	in := &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: cond}
+	if cond != nil && strings.Contains(*cond, ":pending") {
+		in.ExpressionAttributeNames = map[string]string{"#st": "status"}
+		in.ExpressionAttributeValues = map[string]types.AttributeValue{":pending": str(lull.DeliveryPending)}
+	}
+	_, err = s.c.PutItem(ctx, in)
 	return err
 }
 

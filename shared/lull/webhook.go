@@ -81,8 +81,13 @@ type Webhooks interface {
 	// CreateDelivery stores a new delivery; created is false (and nothing
 	// changes) when one with the same ID exists.
 	CreateDelivery(ctx context.Context, d *Delivery) (created bool, err error)
-	// SaveDelivery stores the delivery's state (not its attempts).
+	// SaveDelivery stores the delivery's state (not its attempts). A pending
+	// state never replaces a finished one (a late writer loses to the attempt
+	// that finished the delivery); ReopenDelivery does that on purpose.
 	SaveDelivery(ctx context.Context, d *Delivery) error
+	// ReopenDelivery stores d (pending again) whatever the stored state, for
+	// a manual retry.
+	ReopenDelivery(ctx context.Context, d *Delivery) error
 	// AddAttempt records an attempt of a delivery.
 	AddAttempt(ctx context.Context, webhookID, deliveryID string, a Attempt) error
 	// GetDelivery returns a delivery with its attempts, or ENOTFOUND.

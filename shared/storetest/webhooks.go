@@ -78,6 +78,11 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 		if err := s.SaveDelivery(ctx, first); err != nil {
 			t.Fatal(err)
 		}
+		late := *first
+		late.Status = lull.DeliveryPending // a slower writer must not reopen it
+		if err := s.SaveDelivery(ctx, &late); err != nil {
+			t.Fatal(err)
+		}
 		got, err := s.GetDelivery(ctx, wh, "dlv_a")
 		if err != nil || got.Status != lull.DeliveryFailed || len(got.Attempts) != 3 || got.Attempts[2].StatusCode != 503 || got.Attempts[0].Latency != 12*time.Millisecond {
 			t.Fatalf("GetDelivery = %+v, %v", got, err)
@@ -85,6 +90,12 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 		list, err := s.ListDeliveries(ctx, wh, 10)
 		if err != nil || len(list) != 2 || list[0].ID != "dlv_b" || len(list[1].Attempts) != 3 || len(list[0].Attempts) != 0 {
 			t.Fatalf("ListDeliveries = %+v, %v", list, err)
+		}
+		if err := s.ReopenDelivery(ctx, &late); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetDelivery(ctx, wh, "dlv_a"); err != nil || got.Status != lull.DeliveryPending {
+			t.Fatalf("after ReopenDelivery: %+v, %v", got, err)
 		}
 		if _, err := s.GetDelivery(ctx, wh, "dlv_zz"); !lull.IsNotFound(err) {
 			t.Fatalf("missing delivery: %v", err)

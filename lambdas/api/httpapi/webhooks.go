@@ -253,7 +253,7 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d.Status, d.NextAttemptAt = lull.DeliveryPending, s.cfg.Now().UTC()
-	if err := s.cfg.Webhooks.SaveDelivery(r.Context(), d); err != nil {
+	if err := s.cfg.Webhooks.ReopenDelivery(r.Context(), d); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, deliveryView(d))

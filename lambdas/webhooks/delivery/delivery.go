@@ -117,6 +117,9 @@ func (h *Handler) process(ctx context.Context, body string) error {
 		} else if err != nil {
 			return err
 		}
+		if d.Status != lull.DeliveryPending || len(d.Attempts) >= max(t.Attempt, 1) {
+			return nil // finished meanwhile, or this attempt was already made
+		}
 		return h.attempt(ctx, w, d, t.Event, max(t.Attempt, 1))
 	}
 	targets, err := h.targets(ctx, t.Event)
@@ -132,17 +135,20 @@ func (h *Handler) process(ctx context.Context, body string) error {
 			continue
 		}
 		if !created {
-			// A re-announced event. Carry on only if the earlier handler died
-			// before its first attempt; otherwise the delivery is under way or done.
+			// A re-announced or redelivered event. Carry on only if the
+			// earlier handler stopped before a retry was scheduled; otherwise
+			// the delivery is done or its next attempt is on the queue.
 			prior, err := h.Webhooks.GetDelivery(ctx, w.ID, d.ID)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			if prior.Status != lull.DeliveryPending || len(prior.Attempts) > 0 {
+			if prior.Status != lull.DeliveryPending || !prior.NextAttemptAt.IsZero() {
 				continue
 			}
 			d = prior
+			errs = append(errs, h.attempt(ctx, w, d, t.Event, len(prior.Attempts)+1))
+			continue
 		}
 		errs = append(errs, h.attempt(ctx, w, d, t.Event, 1))
 	}
@@ -277,10 +283,12 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 		}
 		d.Status, d.NextAttemptAt = lull.DeliveryPending, now.Add(wait)
 		log.InfoContext(ctx, "webhook attempt failed; retry scheduled", "err", a.Error, "retry_in", wait.String())
-		if err := h.Webhooks.SaveDelivery(ctx, d); err != nil {
+		// Schedule first: if that fails, the event is redelivered and, the
+		// delivery showing no scheduled retry, attempted again.
+		if err := h.send(ctx, Task{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {
 			return err
 		}
-		return h.send(ctx, Task{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait)
+		return h.Webhooks.SaveDelivery(ctx, d)
 	}
 	return h.Webhooks.SaveDelivery(ctx, d)
 }
