@@ -3,338 +3,447 @@ package vllmsim
 import (
 	"cmp"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Config shapes the simulated engine. Zero values take the defaults noted.
-type Config struct {
-	Model       string // served model name; "lull-sim-1"
-	MaxModelLen int    // prompt + completion token limit; 8192
-	MaxNumSeqs  int    // most sequences running at once (vLLM --max-num-seqs); 64
-	KVBlocks    int    // KV-cache blocks; 2048
-	BlockSize   int    // tokens per KV block; 16
+// errClosed is returned by submit once the engine has stopped.
+var errClosed = errors.New("vllmsim: engine closed")
 
-	DecodeStepBase  time.Duration // fixed cost of one decode step; 8ms
-	DecodePerSeq    time.Duration // extra step cost per running sequence; 250µs
-	PrefillPerToken time.Duration // cost per prompt token admitted in a step; 50µs
+const (
+	// minSleep is the smallest wait the loop sleeps for: shorter steps run
+	// back to back and their simulated time is paid off in one sleep once
+	// the debt reaches it, so throughput stays right below timer resolution.
+	minSleep = time.Millisecond
+	// maxLag bounds how far the loop may fall behind its simulated clock
+	// (CPU starvation, GC) before it forgets the debt instead of catching
+	// up in a burst.
+	maxLag = 100 * time.Millisecond
+)
 
-	// PriorityScheduling mimics --scheduling-policy priority: lower
-	// "priority" values run first and preempt worse ones. Without it, a
-	// non-zero priority is rejected like vLLM does.
-	PriorityScheduling bool
-	// LegacyCacheMetric names the KV usage gauge vllm:gpu_cache_usage_perc
-	// (older vLLM) instead of vllm:kv_cache_usage_perc.
-	LegacyCacheMetric bool
-	// TimeScale multiplies every simulated duration: 1 is real time, 0.01
-	// runs 100× faster. 1 when zero.
-	TimeScale float64
-}
+// Sequence states.
+const (
+	stateWaiting = iota
+	stateRunning
+	stateDone
+)
 
-func (c *Config) withDefaults() {
-	c.Model = cmp.Or(c.Model, "lull-sim-1")
-	c.MaxModelLen = cmp.Or(c.MaxModelLen, 8192)
-	c.MaxNumSeqs = cmp.Or(c.MaxNumSeqs, 64)
-	c.KVBlocks = cmp.Or(c.KVBlocks, 2048)
-	c.BlockSize = cmp.Or(c.BlockSize, 16)
-	c.DecodeStepBase = cmp.Or(c.DecodeStepBase, 8*time.Millisecond)
-	c.DecodePerSeq = cmp.Or(c.DecodePerSeq, 250*time.Microsecond)
-	c.PrefillPerToken = cmp.Or(c.PrefillPerToken, 50*time.Microsecond)
-	c.TimeScale = cmp.Or(c.TimeScale, 1)
-}
-
-func (c *Config) validate() error {
-	var errs []error
-	if c.MaxNumSeqs < 1 {
-		errs = append(errs, errors.New("MaxNumSeqs must be at least 1"))
-	}
-	if c.BlockSize < 1 || c.KVBlocks < 2 {
-		errs = append(errs, errors.New("BlockSize must be at least 1 and KVBlocks at least 2"))
-	}
-	if c.TimeScale < 0 {
-		errs = append(errs, errors.New("TimeScale must be positive"))
-	}
-	if c.MaxModelLen < 16 {
-		errs = append(errs, errors.New("MaxModelLen must be at least 16"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("vllmsim: config: %w", err)
-	}
-	return nil
-}
-
-// seq is one sequence (one choice of one request) in the engine.
+// seq is one sequence (one choice of one request) in the engine. Fields
+// other than generated are guarded by engine.mu.
 type seq struct {
-	prompt, target int
-	priority       int
-	arrival        uint64
-	arrived        time.Time
+	job      *job
+	prompt   int    // prompt tokens
+	target   int    // tokens to generate
+	finish   string // finish reason once target is reached: "stop" or "length"
+	priority int    // lower runs first under priority scheduling
+	arrival  uint64 // engine-wide arrival order
+	state    int
+	blocks   int  // KV blocks held
+	counted  bool // prompt tokens added to the counter (first admission)
 
-	generated int
-	blocks    int
-	running   bool
-	first     chan struct{} // closed at the first token
-	done      chan struct{} // closed when finished or dropped
-	firstAt   time.Time
-	dropped   bool
+	// generated only grows (recompute preemption keeps the output), so a
+	// streaming handler may read it without the lock.
+	generated atomic.Int32
 }
 
-// engine is the continuous-batching scheduler.
+// job is one HTTP request: its sequences, and how the handler learns of
+// progress.
+type job struct {
+	seqs    []*seq
+	arrived time.Time
+	// notify (capacity 1, streaming only) receives after a step in which
+	// one of the sequences produced a token.
+	notify chan struct{}
+	// done is closed once every sequence finished, the job was aborted, or
+	// the engine stopped (failed).
+	done      chan struct{}
+	remaining int    // under engine.mu
+	failed    bool   // under engine.mu until done is closed, then read-only
+	finished  bool   // done is closed; under engine.mu
+	ordinal   uint64 // 1 for the first job the engine completed, 2 for the next…; under engine.mu
+}
+
+// histogram is a Prometheus histogram: per-bucket counts, made cumulative
+// when rendered.
+type histogram struct {
+	bounds []float64
+	counts []uint64 // len(bounds)+1, the last is +Inf
+	sum    float64
+	n      uint64
+}
+
+func newHistogram(bounds ...float64) histogram {
+	return histogram{bounds: bounds, counts: make([]uint64, len(bounds)+1)}
+}
+
+func (h *histogram) observe(v float64) {
+	i, _ := slices.BinarySearch(h.bounds, v)
+	h.counts[i]++
+	h.sum += v
+	h.n++
+}
+
+func (h histogram) clone() histogram {
+	h.counts = slices.Clone(h.counts)
+	return h
+}
+
+// Stats is a snapshot of the engine's state and counters. Counts are of
+// sequences: a request with n choices (or n prompts) has n of them.
+type Stats struct {
+	Running     int     // sequences in the running batch
+	Waiting     int     // sequences queued (new or preempted)
+	KVUsage     float64 // fraction of KV blocks in use, 0..1
+	Preemptions int64   // times a running sequence was sent back to waiting
+	Completed   int64   // sequences that finished (stop or length)
+	Aborted     int64   // sequences dropped because their client went away
+	// PromptTokens counts each sequence's prompt once; recomputation after
+	// a preemption is not counted again.
+	PromptTokens     int64
+	GenerationTokens int64 // tokens produced
+	// BusyTime is the simulated time the engine spent stepping (before
+	// TimeScale), so GenerationTokens/BusyTime is the simulated throughput.
+	BusyTime time.Duration
+}
+
+// engine is the continuous-batching scheduler. It runs in its own goroutine
+// and sleeps for each step's simulated duration.
 type engine struct {
-	cfg  Config
-	mu   sync.Mutex
-	wake chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	cfg Config
 
-	waiting, running []*seq
-	usedBlocks       int
-	arrivals         uint64
+	wake    chan struct{} // capacity 1: work was submitted
+	quit    chan struct{} // closed by close
+	stopped chan struct{} // closed when the loop has returned
 
-	// counters, under mu
-	preemptions, promptTokens, genTokens, finished int64
-	ttft, e2e                                      histogram
+	mu         sync.Mutex
+	closed     bool
+	waiting    []*seq // sorted by before
+	running    []*seq // sorted by before; the last is the preemption victim
+	usedBlocks int
+	arrivals   uint64
+
+	jobsDone                        uint64
+	preemptions, completed, aborted int64
+	promptTokens, genTokens         int64
+	finishedBy                      map[string]int64 // finish reason → sequences
+	busy                            time.Duration
+	ttft, e2e                       histogram
 }
 
+// newEngine starts an engine's loop.
 func newEngine(cfg Config) *engine {
-	e := &engine{cfg: cfg, wake: make(chan struct{}, 1), stop: make(chan struct{}),
-		ttft: newHistogram(), e2e: newHistogram()}
-	e.wg.Go(e.loop)
+	e := newEngineState(cfg)
+	go e.loop()
 	return e
 }
 
-func (e *engine) close() {
-	close(e.stop)
-	e.wg.Wait()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, s := range append(e.waiting, e.running...) {
-		e.dropLocked(s)
+// newEngineState returns an engine whose loop is not running.
+func newEngineState(cfg Config) *engine {
+	return &engine{
+		cfg:        cfg,
+		wake:       make(chan struct{}, 1),
+		quit:       make(chan struct{}),
+		stopped:    make(chan struct{}),
+		finishedBy: map[string]int64{"stop": 0, "length": 0, "abort": 0},
+		// vLLM's bucket boundaries.
+		ttft: newHistogram(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+			20, 40, 80, 160, 640, 2560),
+		e2e: newHistogram(0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920,
+			7680),
 	}
-	e.waiting, e.running = nil, nil
+}
+
+// before orders sequences: by priority when priority scheduling is on, then
+// by arrival. The running batch's last element is the one to preempt.
+func (e *engine) before(a, b *seq) int {
+	if e.cfg.PriorityScheduling && a.priority != b.priority {
+		return cmp.Compare(a.priority, b.priority)
+	}
+	return cmp.Compare(a.arrival, b.arrival)
+}
+
+func insertSorted(list []*seq, s *seq, order func(a, b *seq) int) []*seq {
+	i, _ := slices.BinarySearchFunc(list, s, order)
+	return slices.Insert(list, i, s)
 }
 
 func (e *engine) blocksFor(tokens int) int { return (tokens + e.cfg.BlockSize - 1) / e.cfg.BlockSize }
 
-// submit queues a sequence.
-func (e *engine) submit(prompt, target, priority int) *seq {
+// submit queues every sequence of j; it fails once the engine is closed.
+func (e *engine) submit(j *job) error {
 	e.mu.Lock()
-	e.arrivals++
-	s := &seq{prompt: prompt, target: max(target, 1), priority: priority, arrival: e.arrivals, arrived: time.Now(),
-		first: make(chan struct{}), done: make(chan struct{})}
-	e.waiting = append(e.waiting, s)
+	if e.closed {
+		e.mu.Unlock()
+		return errClosed
+	}
+	j.remaining = len(j.seqs)
+	for _, s := range j.seqs {
+		e.arrivals++
+		s.job, s.arrival, s.state = j, e.arrivals, stateWaiting
+		e.waiting = insertSorted(e.waiting, s, e.before)
+	}
 	e.mu.Unlock()
 	select {
 	case e.wake <- struct{}{}:
 	default:
 	}
-	return s
+	return nil
 }
 
-// cancel removes a sequence whose client went away.
-func (e *engine) cancel(s *seq) {
+// abort removes a job whose client went away, freeing its KV blocks.
+func (e *engine) abort(j *job) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.waiting = slices.DeleteFunc(e.waiting, func(x *seq) bool { return x == s })
-	e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
-	e.dropLocked(s)
-}
-
-func (e *engine) dropLocked(s *seq) {
-	if s.dropped {
+	if j.finished {
 		return
 	}
-	s.dropped = true
-	e.usedBlocks -= s.blocks
-	s.blocks = 0
-	select {
-	case <-s.done:
-	default:
-		close(s.done)
-	}
-}
-
-// worse reports whether a should be preempted before b.
-func (e *engine) worse(a, b *seq) bool {
-	if e.cfg.PriorityScheduling && a.priority != b.priority {
-		return a.priority > b.priority
-	}
-	return a.arrival > b.arrival
-}
-
-func (e *engine) loop() {
-	var debt time.Duration // simulated time not yet slept
-	for {
-		e.mu.Lock()
-		idle := len(e.waiting) == 0 && len(e.running) == 0
-		e.mu.Unlock()
-		if idle {
-			debt = 0
-			select {
-			case <-e.stop:
-				return
-			case <-e.wake:
-			}
+	for _, s := range j.seqs {
+		switch s.state {
+		case stateWaiting:
+			e.waiting = slices.DeleteFunc(e.waiting, func(x *seq) bool { return x == s })
+		case stateRunning:
+			e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
+		default:
 			continue
 		}
-		debt += e.step()
-		if debt >= time.Millisecond {
-			t := time.NewTimer(debt)
-			select {
-			case <-e.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			debt = 0
+		e.usedBlocks -= s.blocks
+		s.blocks, s.state = 0, stateDone
+		e.aborted++
+		e.finishedBy["abort"]++
+	}
+	j.finished = true
+	close(j.done)
+}
+
+// close stops the loop and fails every unfinished job.
+func (e *engine) close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		<-e.stopped
+		return
+	}
+	e.closed = true
+	e.mu.Unlock()
+	close(e.quit)
+	<-e.stopped
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range slices.Concat(e.waiting, e.running) {
+		s.state, s.blocks = stateDone, 0
+		if j := s.job; !j.finished {
+			j.failed, j.finished = true, true
+			close(j.done)
 		}
+	}
+	e.waiting, e.running, e.usedBlocks = nil, nil, 0
+}
+
+func (e *engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// loop runs steps while there is work and blocks on wake when there is
+// none. Each step is scheduled, then the loop sleeps until the step's
+// simulated end, then its tokens appear — one step after their sequences
+// were scheduled, as on a real engine. Steps shorter than minSleep run back
+// to back until their summed time is worth a sleep.
+func (e *engine) loop() {
+	defer close(e.stopped)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var clock time.Time // wall time the simulated clock has reached; zero when idle
+	for {
+		e.mu.Lock()
+		d, busy := e.scheduleLocked()
+		e.mu.Unlock()
+		if !busy {
+			clock = time.Time{}
+			select {
+			case <-e.wake:
+				continue
+			case <-e.quit:
+				return
+			}
+		}
+		now := time.Now()
+		if clock.IsZero() {
+			clock = now
+		} else if now.Sub(clock) > maxLag {
+			clock = now.Add(-maxLag)
+		}
+		clock = clock.Add(time.Duration(float64(d) * e.cfg.TimeScale))
+		if wait := clock.Sub(now); wait >= minSleep {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-e.quit:
+				return
+			}
+		} else {
+			select {
+			case <-e.quit:
+				return
+			default:
+			}
+		}
+		e.mu.Lock()
+		e.emitLocked(clock)
+		e.mu.Unlock()
 	}
 }
 
-// step runs one scheduler iteration and returns its scaled duration.
-func (e *engine) step() time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// scheduleLocked prepares one step. It grows every running sequence by the
+// KV blocks its next token needs, preempting the worst running sequences
+// when blocks run out; then, if nothing was preempted, it lets better
+// waiting sequences preempt worse running ones (priority scheduling) and
+// admits waiting sequences while the batch and the KV cache allow. It
+// returns the step's simulated duration and whether anything runs.
+func (e *engine) scheduleLocked() (time.Duration, bool) {
 	cfg := e.cfg
-	order := func() {
-		slices.SortStableFunc(e.waiting, func(a, b *seq) int {
-			if cfg.PriorityScheduling && a.priority != b.priority {
-				return cmp.Compare(a.priority, b.priority)
-			}
-			return cmp.Compare(a.arrival, b.arrival)
-		})
-	}
-	// Order waiting: by priority (when on) then arrival.
-	order()
-	// With priority scheduling, a better waiting sequence preempts the worst
-	// running one when the batch is full.
-	if cfg.PriorityScheduling && len(e.waiting) > 0 && len(e.running) >= cfg.MaxNumSeqs {
-		worst := slices.MaxFunc(e.running, func(a, b *seq) int {
-			if e.worse(a, b) {
-				return 1
-			}
-			return -1
-		})
-		if e.waiting[0].priority < worst.priority {
-			e.preemptLocked(worst)
-			order() // the victim goes behind the better request, not back in at once
-		}
-	}
-	// Admit.
-	prefill := 0
-	for len(e.waiting) > 0 && len(e.running) < cfg.MaxNumSeqs {
-		s := e.waiting[0]
-		need := e.blocksFor(s.prompt + 1)
-		if e.usedBlocks+need > cfg.KVBlocks {
-			break
-		}
-		e.waiting = e.waiting[1:]
-		s.blocks, s.running = need, true
-		e.usedBlocks += need
-		e.running = append(e.running, s)
-		prefill += s.prompt
-		e.promptTokens += int64(s.prompt)
-	}
-	// Decode one token for each running sequence, preempting when KV runs out.
-	now := time.Now()
-	for _, s := range slices.Clone(e.running) {
-		if !s.running {
-			continue // preempted earlier in this step
-		}
-		need := e.blocksFor(s.prompt+s.generated+1) - s.blocks
+	preempted := false
+	for i := 0; i < len(e.running); i++ {
+		s := e.running[i]
+		need := e.blocksFor(s.prompt+int(s.generated.Load())+1) - s.blocks
 		for need > 0 && e.usedBlocks+need > cfg.KVBlocks {
-			victim := slices.MaxFunc(e.running, func(a, b *seq) int {
-				if e.worse(a, b) {
-					return 1
-				}
-				return -1
-			})
+			victim := e.running[len(e.running)-1]
 			e.preemptLocked(victim)
+			preempted = true
 			if victim == s {
 				break
 			}
 		}
-		if !s.running {
-			continue
+		if s.state != stateRunning {
+			break // s was the last one and preempted itself
 		}
-		if need > 0 {
-			s.blocks += need
-			e.usedBlocks += need
+		s.blocks += max(need, 0)
+		e.usedBlocks += max(need, 0)
+	}
+	prefill := 0
+	if !preempted {
+		if cfg.PriorityScheduling {
+			for len(e.waiting) > 0 && len(e.running) > 0 {
+				head, worst := e.waiting[0], e.running[len(e.running)-1]
+				if head.priority >= worst.priority || len(e.running) < cfg.MaxNumSeqs && e.fitsLocked(head) {
+					break
+				}
+				e.preemptLocked(worst)
+			}
 		}
-		s.generated++
-		e.genTokens++
-		if s.firstAt.IsZero() { // a preempted sequence keeps its first-token time
-			s.firstAt = now
-			e.ttft.observe(now.Sub(s.arrived).Seconds())
-			close(s.first)
+		for len(e.waiting) > 0 && len(e.running) < cfg.MaxNumSeqs {
+			s := e.waiting[0]
+			if !e.fitsLocked(s) {
+				break // head-of-line: vLLM does not skip ahead either
+			}
+			e.waiting[0] = nil
+			e.waiting = e.waiting[1:]
+			tokens := s.prompt + int(s.generated.Load())
+			s.blocks = e.blocksFor(tokens + 1)
+			s.state = stateRunning
+			e.usedBlocks += s.blocks
+			e.running = insertSorted(e.running, s, e.before)
+			prefill += tokens
+			if !s.counted {
+				s.counted = true
+				e.promptTokens += int64(s.prompt)
+			}
 		}
 	}
-	// Retire finished sequences.
+	if len(e.running) == 0 {
+		return 0, false
+	}
+	d := cfg.DecodeStepBase + time.Duration(len(e.running))*cfg.DecodePerSeq + time.Duration(prefill)*cfg.PrefillPerToken
+	e.busy += d
+	return d, true
+}
+
+// fitsLocked reports whether s can be admitted now: its prompt, the output
+// it already has (recomputed) and its next token must fit in free blocks,
+// with one block to spare when others run.
+func (e *engine) fitsLocked(s *seq) bool {
+	need := e.blocksFor(s.prompt + int(s.generated.Load()) + 1)
+	if len(e.running) > 0 {
+		need++
+	}
+	return e.usedBlocks+need <= e.cfg.KVBlocks
+}
+
+// preemptLocked sends a running sequence back to the waiting queue and
+// frees its blocks (vLLM's recompute preemption: the output so far is kept
+// and recomputed with the prompt on readmission). Being the earliest
+// arrival of its priority still waiting, it lands ahead of later requests.
+func (e *engine) preemptLocked(s *seq) {
+	if last := len(e.running) - 1; e.running[last] == s {
+		e.running[last] = nil
+		e.running = e.running[:last]
+	} else {
+		e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
+	}
+	e.usedBlocks -= s.blocks
+	s.blocks, s.state = 0, stateWaiting
+	e.preemptions++
+	e.waiting = insertSorted(e.waiting, s, e.before)
+}
+
+// emitLocked produces one token for every running sequence and retires
+// those that reached their target. at is the step's end on the simulated
+// clock (as wall time), which latencies are measured to: it is exact even
+// when short steps run ahead of the wall clock or the loop lags behind.
+func (e *engine) emitLocked(at time.Time) {
+	if len(e.running) == 0 {
+		return
+	}
 	kept := e.running[:0]
 	for _, s := range e.running {
-		if s.generated >= s.target {
-			e.finished++
-			e.e2e.observe(now.Sub(s.arrived).Seconds())
-			s.running = false
-			e.dropLocked(s)
+		g := int(s.generated.Add(1))
+		e.genTokens++
+		j := s.job
+		if g == 1 {
+			e.ttft.observe(e.simSeconds(at.Sub(j.arrived)))
+		}
+		if j.notify != nil {
+			select {
+			case j.notify <- struct{}{}:
+			default:
+			}
+		}
+		if g < s.target {
+			kept = append(kept, s)
 			continue
 		}
-		kept = append(kept, s)
+		e.usedBlocks -= s.blocks
+		s.blocks, s.state = 0, stateDone
+		e.completed++
+		e.finishedBy[s.finish]++
+		e.e2e.observe(e.simSeconds(at.Sub(j.arrived)))
+		if j.remaining--; j.remaining == 0 {
+			e.jobsDone++
+			j.finished, j.ordinal = true, e.jobsDone
+			close(j.done)
+		}
 	}
+	clear(e.running[len(kept):])
 	e.running = kept
-	d := cfg.DecodeStepBase + time.Duration(len(e.running))*cfg.DecodePerSeq + time.Duration(prefill)*cfg.PrefillPerToken
-	return time.Duration(float64(d) * cfg.TimeScale)
 }
 
-// preemptLocked sends a running sequence back to the head of the waiting
-// queue (recompute: its progress is lost), freeing its blocks.
-func (e *engine) preemptLocked(s *seq) {
-	e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
-	e.usedBlocks -= s.blocks
-	s.blocks, s.running = 0, false
-	s.generated = 0
-	e.preemptions++
-	e.waiting = append([]*seq{s}, e.waiting...)
-}
-
-// Stats is a snapshot of the engine.
-type Stats struct {
-	Running, Waiting int
-	KVUsage          float64 // 0..1
-	Preemptions      int64
-	Finished         int64 // sequences completed
-	PromptTokens     int64
-	GenerationTokens int64
-}
+// simSeconds converts a wall-clock duration to simulated seconds.
+func (e *engine) simSeconds(d time.Duration) float64 { return max(d, 0).Seconds() / e.cfg.TimeScale }
 
 func (e *engine) stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Stats{Running: len(e.running), Waiting: len(e.waiting), KVUsage: float64(e.usedBlocks) / float64(e.cfg.KVBlocks),
-		Preemptions: e.preemptions, Finished: e.finished, PromptTokens: e.promptTokens, GenerationTokens: e.genTokens}
+	return e.statsLocked()
 }
 
-// histogram is a Prometheus-style cumulative histogram.
-type histogram struct {
-	bounds []float64
-	counts []int64
-	sum    float64
-	n      int64
-}
-
-func newHistogram() histogram {
-	b := []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}
-	return histogram{bounds: b, counts: make([]int64, len(b))}
-}
-
-func (h *histogram) observe(v float64) {
-	for i, b := range h.bounds {
-		if v <= b {
-			h.counts[i]++
-		}
+func (e *engine) statsLocked() Stats {
+	return Stats{
+		Running: len(e.running), Waiting: len(e.waiting),
+		KVUsage:     float64(e.usedBlocks) / float64(e.cfg.KVBlocks),
+		Preemptions: e.preemptions, Completed: e.completed, Aborted: e.aborted,
+		PromptTokens: e.promptTokens, GenerationTokens: e.genTokens, BusyTime: e.busy,
 	}
-	h.sum += v
-	h.n++
 }

@@ -1,40 +1,59 @@
 // Package vllmsim simulates a vLLM OpenAI-compatible server for local runs,
-// tests and benchmarks: the same endpoints and response shapes
-// (/v1/chat/completions and /v1/completions, plain and SSE streaming,
-// /v1/models, /health), Prometheus /metrics with vLLM's metric names, a
-// continuous-batching engine with a KV-cache block budget, preemption and
-// optional priority scheduling, deterministic output (see Expect), fault
-// injection, and a time-scale knob.
+// tests and benchmarks. It serves the same endpoints with the same shapes —
+// /v1/chat/completions and /v1/completions (plain and SSE streaming),
+// /v1/models, /health, and Prometheus /metrics under vLLM's metric names —
+// in front of a continuous-batching engine simulated in scaled time: a
+// running batch capped at MaxNumSeqs, a KV-cache block budget, recompute
+// preemption, optional priority scheduling, and a step cost that grows with
+// the batch so throughput saturates like a GPU's.
+//
+// Answers are deterministic (see Expect), so tests can check them exactly.
+// Faults (error statuses, extra latency, a down engine) can be injected over
+// HTTP (POST /sim/faults) or with the Server's methods.
 package vllmsim
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// Server is a simulated vLLM server. It implements http.Handler.
+// maxBody bounds a request body.
+const maxBody = 32 << 20
+
+// Server is a simulated vLLM server: an http.Handler in front of a running
+// engine. Its methods are safe for concurrent use.
 type Server struct {
 	cfg Config
 	eng *engine
 	mux *http.ServeMux
 
-	mu        sync.Mutex
-	down      bool
-	delay     time.Duration
-	failCode  int
-	failCount int
-	closed    bool
+	mu          sync.Mutex
+	down        bool
+	delay       time.Duration
+	faultStatus int
+	faultCount  int
 }
 
-// New starts a simulator; Close stops its engine.
+var _ http.Handler = (*Server)(nil)
+
+// New validates cfg (after filling defaults) and starts the engine. It
+// returns an error naming the offending field when cfg is invalid. Call
+// Close to stop the engine.
+//
+// Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
+// GET /health, GET /metrics, POST /sim/faults (JSON {"status":503,
+// "count":3}, {"delay_ms":N}, {"down":true}, or several at once; 204) and
+// GET /sim/stats (Stats as JSON).
 func New(cfg Config) (*Server, error) {
-	cfg.withDefaults()
+	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -45,313 +64,493 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.HandleFunc("POST /sim/faults", s.faults)
+	s.mux.HandleFunc("GET /sim/stats", s.stats)
 	return s, nil
 }
 
-// Config returns the simulator's effective configuration.
+// Config returns the effective configuration, defaults filled in.
 func (s *Server) Config() Config { return s.cfg }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Close stops the engine; running requests get 503.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	s.mu.Unlock()
-	s.eng.close()
-}
+// Close stops the engine. Requests in flight get 503 (a stream already
+// under way ends with an error event), later completion requests and
+// /health get 503. Close is idempotent.
+func (s *Server) Close() { s.eng.close() }
 
-// InjectFaults makes the next count completion requests fail with status.
+// InjectFaults makes the next count completion requests fail with status
+// (an HTTP error status such as 500 or 503) and a vLLM error body, before
+// they reach the engine. count <= 0 or status 0 clears pending faults.
 func (s *Server) InjectFaults(status, count int) {
 	s.mu.Lock()
-	s.failCode, s.failCount = status, count
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if status == 0 || count <= 0 {
+		status, count = 0, 0
+	}
+	s.faultStatus, s.faultCount = status, count
 }
 
-// SetDown makes /health answer 503 and completion requests fail with 503.
-func (s *Server) SetDown(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() }
+// SetDown marks the engine down (true) or up (false). While down, /health
+// answers 503 and new completion requests get 503; requests already in the
+// engine carry on.
+func (s *Server) SetDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+}
 
-// SetDelay adds latency before each completion request enters the engine.
-func (s *Server) SetDelay(d time.Duration) { s.mu.Lock(); s.delay = d; s.mu.Unlock() }
+// SetDelay adds d of wall-clock latency (not scaled by TimeScale) before
+// each completion request enters the engine; 0 removes it. A client that
+// goes away during the delay never reaches the engine.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = max(d, 0)
+}
 
-// Stats returns a snapshot of the engine.
+// Stats returns a snapshot of the engine's state and counters.
 func (s *Server) Stats() Stats { return s.eng.stats() }
 
-func writeErr(w http.ResponseWriter, code int, typ, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]any{"object": "error", "message": msg, "type": typ, "param": nil, "code": code})
+// errorBody is vLLM's error response.
+type errorBody struct {
+	Object  string `json:"object"`
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Param   any    `json:"param"`
+	Code    int    `json:"code"`
 }
 
-func randomHex() string {
+func newErrorBody(status int, msg string) errorBody {
+	typ := strings.ReplaceAll(http.StatusText(status), " ", "")
+	if !strings.HasSuffix(typ, "Error") {
+		typ += "Error"
+	}
+	return errorBody{Object: "error", Message: msg, Type: typ, Code: status}
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, newErrorBody(status, msg))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randomID(prefix string) string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return prefix + hex.EncodeToString(b[:])
 }
 
+// request holds the fields of both completion endpoints that the simulator
+// reads; other fields are accepted and ignored.
 type request struct {
-	Model         string          `json:"model"`
-	Messages      json.RawMessage `json:"messages"`
-	Prompt        json.RawMessage `json:"prompt"`
-	N             *int            `json:"n"`
-	MaxTokens     *int            `json:"max_tokens"`
-	MaxCompletion *int            `json:"max_completion_tokens"`
-	Stream        bool            `json:"stream"`
-	StreamOptions *struct {
+	Model               string          `json:"model"`
+	Messages            []Message       `json:"messages"`
+	Prompt              json.RawMessage `json:"prompt"`
+	N                   *int            `json:"n"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	Priority  *int `json:"priority"`
+	Priority  int  `json:"priority"`
 	IgnoreEOS bool `json:"ignore_eos"`
 }
 
+// choice is one planned output of a request.
 type choice struct {
-	prompt string
-	want   Completion
+	index  int
+	words  []string
+	finish string
+	seq    *seq
+}
+
+// badRequest is a client error with vLLM's status and message.
+type badRequest struct {
+	status int
+	msg    string
+}
+
+func (e *badRequest) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error {
+	return &badRequest{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// admit applies down mode and injected faults to a completion request.
+func (s *Server) admit() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.down:
+		return http.StatusServiceUnavailable, "The engine is down."
+	case s.faultCount > 0:
+		s.faultCount--
+		return s.faultStatus, fmt.Sprintf("Injected fault: status %d.", s.faultStatus)
+	}
+	return 0, ""
 }
 
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
-	s.mu.Lock()
-	down, delay, closed := s.down, s.delay, s.closed
-	fail := 0
-	if s.failCount > 0 {
-		s.failCount--
-		fail = s.failCode
-	}
-	s.mu.Unlock()
-	switch {
-	case closed || down:
-		writeErr(w, http.StatusServiceUnavailable, "ServiceUnavailableError", "The engine is not available.")
+	if s.eng.isClosed() {
+		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
 		return
-	case fail != 0:
-		writeErr(w, fail, "InjectedError", fmt.Sprintf("injected failure %d", fail))
+	}
+	if status, msg := s.admit(); status != 0 {
+		writeError(w, status, msg)
 		return
 	}
 	var req request
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeErr(w, http.StatusBadRequest, "BadRequestError", "Invalid JSON body: "+err.Error())
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid JSON body: "+err.Error())
 		return
 	}
-	if req.Model != s.cfg.Model {
-		writeErr(w, http.StatusNotFound, "NotFoundError", fmt.Sprintf("The model `%s` does not exist.", req.Model))
+	choices, usage, err := s.plan(&req, chat)
+	if err != nil {
+		var br *badRequest
+		if errors.As(err, &br) {
+			writeError(w, br.status, br.msg)
+		} else {
+			writeError(w, http.StatusInternalServerError, "Internal error.")
+		}
 		return
 	}
-	priority := 0
-	if req.Priority != nil {
-		priority = *req.Priority
-		if priority != 0 && !s.cfg.PriorityScheduling {
-			writeErr(w, http.StatusBadRequest, "BadRequestError", "Priority scheduling is not enabled.")
+	s.mu.Lock()
+	delay := s.delay
+	s.mu.Unlock()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
 			return
+		}
+	}
+	j := &job{arrived: time.Now(), done: make(chan struct{}), seqs: make([]*seq, len(choices))}
+	if req.Stream {
+		j.notify = make(chan struct{}, 1)
+	}
+	for i := range choices {
+		j.seqs[i] = choices[i].seq
+	}
+	if err := s.eng.submit(j); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
+		return
+	}
+	out := &responder{
+		s: s, chat: chat, created: time.Now().Unix(), choices: choices, usage: usage, job: j,
+		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
+	}
+	if chat {
+		out.id = randomID("chatcmpl-")
+	} else {
+		out.id = randomID("cmpl-")
+	}
+	if req.Stream {
+		out.stream(w, r)
+		return
+	}
+	out.whole(w, r)
+}
+
+// plan validates a request the way vLLM does and computes every choice's
+// answer (see Expect) and the usage.
+func (s *Server) plan(req *request, chat bool) ([]choice, usageBody, error) {
+	cfg := s.cfg
+	if req.Model != "" && req.Model != cfg.Model {
+		return nil, usageBody{}, &badRequest{http.StatusNotFound, fmt.Sprintf("The model `%s` does not exist.", req.Model)}
+	}
+	n := 1
+	if req.N != nil {
+		if n = *req.N; n < 1 {
+			return nil, usageBody{}, invalid("n must be at least 1, got %d.", n)
 		}
 	}
 	maxTokens := 0
-	for _, v := range []*int{req.MaxCompletion, req.MaxTokens} {
+	for _, v := range []*int{req.MaxCompletionTokens, req.MaxTokens} {
 		if v != nil {
-			maxTokens = *v
+			if maxTokens = *v; maxTokens < 1 {
+				return nil, usageBody{}, invalid("max_tokens must be at least 1, got %d.", maxTokens)
+			}
 			break
 		}
 	}
-	prompts, err := s.prompts(req, chat)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "BadRequestError", err.Error())
-		return
+	if req.Priority != 0 && !cfg.PriorityScheduling {
+		return nil, usageBody{}, invalid("Got priority %d but Priority scheduling is not enabled.", req.Priority)
 	}
-	n := 1
-	if req.N != nil && *req.N > 1 {
-		n = *req.N
+	if req.StreamOptions != nil && !req.Stream {
+		return nil, usageBody{}, invalid("Stream options can only be defined when `stream=True`.")
 	}
-	var choices []choice
+	var prompts []string
+	if chat {
+		if len(req.Messages) == 0 {
+			return nil, usageBody{}, invalid("'messages' must be a non-empty array of messages.")
+		}
+		prompts = []string{ChatPrompt(req.Messages)}
+	} else {
+		var one string
+		if len(req.Prompt) == 0 || string(req.Prompt) == "null" {
+			return nil, usageBody{}, invalid("'prompt' is required.")
+		}
+		if err := json.Unmarshal(req.Prompt, &one); err == nil {
+			prompts = []string{one}
+		} else if err := json.Unmarshal(req.Prompt, &prompts); err != nil || len(prompts) == 0 {
+			return nil, usageBody{}, invalid("'prompt' must be a string or a non-empty array of strings.")
+		}
+	}
+	var usage usageBody
+	choices := make([]choice, 0, len(prompts)*n)
 	for _, p := range prompts {
+		promptTokens := Tokens(p)
+		limit := maxTokens
+		switch {
+		case maxTokens > 0 && promptTokens+maxTokens > cfg.MaxModelLen:
+			return nil, usageBody{}, invalid("This model's maximum context length is %d tokens. However, you requested %d tokens "+
+				"(%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
+				cfg.MaxModelLen, promptTokens+maxTokens, promptTokens, maxTokens)
+		case maxTokens == 0 && promptTokens >= cfg.MaxModelLen:
+			return nil, usageBody{}, invalid("This model's maximum context length is %d tokens. However, your request has %d input tokens. "+
+				"Please reduce the length of the input messages.", cfg.MaxModelLen, promptTokens)
+		case maxTokens == 0:
+			limit = cfg.MaxModelLen - promptTokens
+		}
+		usage.PromptTokens += promptTokens
 		for i := range n {
 			cp := p
 			if i > 0 {
-				cp = fmt.Sprintf("%s#%d", p, i)
+				cp = p + "#" + strconv.Itoa(i)
 			}
-			want := expect(s.cfg.Model, cp, maxTokens, req.IgnoreEOS)
-			if want.PromptTokens+max(maxTokens, want.CompletionTokens) > s.cfg.MaxModelLen {
-				writeErr(w, http.StatusBadRequest, "BadRequestError", fmt.Sprintf(
-					"This model's maximum context length is %d tokens. However, you requested %d tokens.", s.cfg.MaxModelLen, want.PromptTokens+max(maxTokens, want.CompletionTokens)))
-				return
-			}
-			choices = append(choices, choice{prompt: cp, want: want})
+			words, finish := answer(cfg.Model, cp, limit, req.IgnoreEOS)
+			usage.CompletionTokens += len(words)
+			choices = append(choices, choice{
+				index: len(choices), words: words, finish: finish,
+				seq: &seq{prompt: promptTokens, target: len(words), finish: finish, priority: req.Priority},
+			})
 		}
 	}
-	if delay > 0 {
-		select {
-		case <-time.After(delay):
-		case <-r.Context().Done():
-			return
-		}
+	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+	return choices, usage, nil
+}
+
+// Response bodies, field for field as vLLM writes them.
+type (
+	usageBody struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		TotalTokens      int `json:"total_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
 	}
-	seqs := make([]*seq, len(choices))
-	for i, c := range choices {
-		seqs[i] = s.eng.submit(c.want.PromptTokens, c.want.CompletionTokens, priority)
+	messageBody struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
 	}
-	created := time.Now().Unix()
-	id := "cmpl-" + randomHex()
-	if chat {
-		id = "chatcmpl-" + randomHex()
+	deltaBody struct {
+		Role    string `json:"role,omitempty"`
+		Content string `json:"content"`
 	}
-	if req.Stream {
-		s.stream(w, r, chat, id, created, choices, seqs, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
+	choiceBody struct {
+		Index        int          `json:"index"`
+		Message      *messageBody `json:"message,omitempty"` // chat
+		Delta        *deltaBody   `json:"delta,omitempty"`   // chat stream
+		Text         *string      `json:"text,omitempty"`    // completions
+		Logprobs     any          `json:"logprobs"`
+		FinishReason *string      `json:"finish_reason"`
+		StopReason   any          `json:"stop_reason"`
+	}
+	responseBody struct {
+		ID      string       `json:"id"`
+		Object  string       `json:"object"`
+		Created int64        `json:"created"`
+		Model   string       `json:"model"`
+		Choices []choiceBody `json:"choices"`
+		Usage   *usageBody   `json:"usage,omitempty"`
+	}
+)
+
+// responder writes the answer to one accepted request.
+type responder struct {
+	s            *Server
+	chat         bool
+	id           string
+	created      int64
+	choices      []choice
+	usage        usageBody
+	includeUsage bool
+	job          *job
+}
+
+func (o *responder) body(object string, choices []choiceBody) responseBody {
+	return responseBody{ID: o.id, Object: object, Created: o.created, Model: o.s.cfg.Model, Choices: choices}
+}
+
+// whole waits for every choice and writes one JSON response.
+func (o *responder) whole(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-o.job.done:
+	case <-r.Context().Done():
+		o.s.eng.abort(o.job)
 		return
 	}
-	for _, q := range seqs {
-		select {
-		case <-q.done:
-		case <-r.Context().Done():
-			for _, q := range seqs {
-				s.eng.cancel(q)
-			}
-			return
-		}
-		if !q.running && q.generated < q.target {
-			writeErr(w, http.StatusServiceUnavailable, "ServiceUnavailableError", "The engine stopped.")
-			return
-		}
+	if o.job.failed {
+		writeError(w, http.StatusServiceUnavailable, "The engine stopped before the request finished.")
+		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(responseBody(chat, id, created, s.cfg.Model, choices))
-}
-
-func (s *Server) prompts(req request, chat bool) ([]string, error) {
-	if chat {
-		var msgs []Message
-		if err := json.Unmarshal(req.Messages, &msgs); err != nil || len(msgs) == 0 {
-			return nil, fmt.Errorf("'messages' must be a non-empty array of messages")
-		}
-		return []string{ChatPrompt(msgs)}, nil
-	}
-	var one string
-	if json.Unmarshal(req.Prompt, &one) == nil {
-		return []string{one}, nil
-	}
-	var many []string
-	if err := json.Unmarshal(req.Prompt, &many); err != nil || len(many) == 0 {
-		return nil, fmt.Errorf("'prompt' must be a string or a non-empty array of strings")
-	}
-	return many, nil
-}
-
-func usageOf(choices []choice) map[string]int {
-	prompt, completion := 0, 0
-	seen := map[string]bool{}
-	for _, c := range choices {
-		base, _, _ := strings.Cut(c.prompt, "#")
-		if !seen[base] {
-			seen[base] = true
-			prompt += c.want.PromptTokens
-		}
-		completion += c.want.CompletionTokens
-	}
-	return map[string]int{"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-}
-
-func responseBody(chat bool, id string, created int64, model string, choices []choice) map[string]any {
-	out := make([]map[string]any, len(choices))
-	for i, c := range choices {
-		if chat {
-			out[i] = map[string]any{"index": i, "message": map[string]any{"role": "assistant", "content": c.want.Text},
-				"logprobs": nil, "finish_reason": c.want.FinishReason}
+	choices := make([]choiceBody, len(o.choices))
+	for i, c := range o.choices {
+		text := strings.Join(c.words, " ")
+		choices[i] = choiceBody{Index: c.index, FinishReason: &o.choices[i].finish}
+		if o.chat {
+			choices[i].Message = &messageBody{Role: "assistant", Content: text}
 		} else {
-			out[i] = map[string]any{"index": i, "text": c.want.Text, "logprobs": nil, "finish_reason": c.want.FinishReason}
+			choices[i].Text = &text
 		}
 	}
 	object := "text_completion"
-	if chat {
+	if o.chat {
 		object = "chat.completion"
 	}
-	return map[string]any{"id": id, "object": object, "created": created, "model": model, "choices": out, "usage": usageOf(choices)}
+	b := o.body(object, choices)
+	b.Usage = &o.usage
+	writeJSON(w, http.StatusOK, b)
 }
 
-// stream sends SSE chunks: the role (chat) once the first token exists, then
-// each choice's words, the finish reasons, usage if asked, and [DONE].
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, chat bool, id string, created int64, choices []choice, seqs []*seq, includeUsage bool) {
-	w.Header().Set("Content-Type", "text/event-stream")
+// stream writes SSE chunks as the engine produces tokens: for chat, a role
+// chunk per choice at the first token; then each choice's new words (the
+// last chunk of a choice carries its finish_reason); the usage chunk when
+// stream_options.include_usage; then [DONE]. The 200 header waits for the
+// first token, so a request that fails before it gets a plain error.
+func (o *responder) stream(w http.ResponseWriter, r *http.Request) {
+	ctx, j := r.Context(), o.job
+	select {
+	case <-j.notify:
+	case <-j.done:
+	case <-ctx.Done():
+		o.s.eng.abort(j)
+		return
+	}
+	if isClosed(j.done) && j.failed {
+		writeError(w, http.StatusServiceUnavailable, "The engine stopped before the request finished.")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	object := "text_completion"
-	if chat {
+	if o.chat {
 		object = "chat.completion.chunk"
 	}
-	send := func(chs []map[string]any, usage map[string]int) {
-		body := map[string]any{"id": id, "object": object, "created": created, "model": s.cfg.Model, "choices": chs}
-		if usage != nil {
-			body["usage"] = usage
+	var buf []byte
+	send := func(v any) bool {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return false
 		}
-		data, _ := json.Marshal(body)
-		fmt.Fprintf(w, "data: %s\n\n", data)
+		buf = append(append(append(buf[:0], "data: "...), data...), "\n\n"...)
+		_, err = w.Write(buf)
+		return err == nil
+	}
+	ok := true
+	if o.chat {
+		for _, c := range o.choices {
+			ok = ok && send(o.body(object, []choiceBody{{Index: c.index, Delta: &deltaBody{Role: "assistant"}}}))
+		}
+	}
+	sent := make([]int, len(o.choices))
+	for ok {
+		ended := isClosed(j.done)
+		for i := range o.choices {
+			c := &o.choices[i]
+			g := min(int(c.seq.generated.Load()), len(c.words))
+			if g <= sent[i] {
+				continue
+			}
+			text := strings.Join(c.words[sent[i]:g], " ")
+			if sent[i] > 0 {
+				text = " " + text
+			}
+			cb := choiceBody{Index: c.index}
+			if g == len(c.words) {
+				cb.FinishReason = &c.finish
+			}
+			if o.chat {
+				cb.Delta = &deltaBody{Content: text}
+			} else {
+				cb.Text = &text
+			}
+			sent[i] = g
+			if ok = send(o.body(object, []choiceBody{cb})); !ok {
+				break
+			}
+		}
 		if flusher != nil {
 			flusher.Flush()
 		}
-	}
-	cancelAll := func() {
-		for _, q := range seqs {
-			s.eng.cancel(q)
+		if ended || !ok {
+			break
 		}
-	}
-	for i, q := range seqs {
 		select {
-		case <-q.first:
-		case <-q.done:
-		case <-r.Context().Done():
-			cancelAll()
-			return
-		}
-		if chat {
-			send([]map[string]any{{"index": i, "delta": map[string]any{"role": "assistant", "content": ""}, "logprobs": nil, "finish_reason": nil}}, nil)
+		case <-j.notify:
+		case <-j.done:
+		case <-ctx.Done():
+			ok = false
 		}
 	}
-	for i, q := range seqs {
-		select {
-		case <-q.done:
-		case <-r.Context().Done():
-			cancelAll()
-			return
-		}
-		words := strings.Fields(choices[i].want.Text)
-		for j, word := range words {
-			if j > 0 {
-				word = " " + word
-			}
-			if chat {
-				send([]map[string]any{{"index": i, "delta": map[string]any{"content": word}, "logprobs": nil, "finish_reason": nil}}, nil)
-			} else {
-				send([]map[string]any{{"index": i, "text": word, "logprobs": nil, "finish_reason": nil}}, nil)
-			}
-		}
-		if chat {
-			send([]map[string]any{{"index": i, "delta": map[string]any{}, "logprobs": nil, "finish_reason": choices[i].want.FinishReason}}, nil)
-		} else {
-			send([]map[string]any{{"index": i, "text": "", "logprobs": nil, "finish_reason": choices[i].want.FinishReason}}, nil)
-		}
+	if !ok {
+		o.s.eng.abort(j)
+		return
 	}
-	if includeUsage {
-		send([]map[string]any{}, usageOf(choices))
+	if j.failed {
+		send(newErrorBody(http.StatusServiceUnavailable, "The engine stopped before the request finished."))
+	} else if o.includeUsage {
+		b := o.body(object, []choiceBody{})
+		b.Usage = &o.usage
+		send(b)
 	}
-	fmt.Fprint(w, "data: [DONE]\n\n")
+	_, _ = w.Write([]byte("data: [DONE]\n\n"))
 	if flusher != nil {
 		flusher.Flush()
 	}
 }
 
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": []map[string]any{{
-		"id": s.cfg.Model, "object": "model", "created": time.Now().Unix(), "owned_by": "vllm", "root": s.cfg.Model,
-		"max_model_len": s.cfg.MaxModelLen,
+	type model struct {
+		ID          string `json:"id"`
+		Object      string `json:"object"`
+		Created     int64  `json:"created"`
+		OwnedBy     string `json:"owned_by"`
+		Root        string `json:"root"`
+		Parent      any    `json:"parent"`
+		MaxModelLen int    `json:"max_model_len"`
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{"list", []model{{
+		ID: s.cfg.Model, Object: "model", Created: time.Now().Unix(), OwnedBy: "vllm", Root: s.cfg.Model,
+		MaxModelLen: s.cfg.MaxModelLen,
 	}}})
 }
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	down := s.down || s.closed
+	down := s.down
 	s.mu.Unlock()
-	if down {
+	if down || s.eng.isClosed() {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
@@ -365,8 +564,16 @@ func (s *Server) faults(w http.ResponseWriter, r *http.Request) {
 		DelayMS *int  `json:"delay_ms"`
 		Down    *bool `json:"down"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-		writeErr(w, http.StatusBadRequest, "BadRequestError", "Invalid JSON body.")
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&f); err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid JSON body: "+err.Error())
+		return
+	}
+	switch {
+	case f.Status != nil && *f.Status != 0 && (*f.Status < 400 || *f.Status > 599):
+		writeError(w, http.StatusBadRequest, "status must be an HTTP error status (400..599), or 0 to clear.")
+		return
+	case f.Count != nil && *f.Count < 0, f.DelayMS != nil && *f.DelayMS < 0:
+		writeError(w, http.StatusBadRequest, "count and delay_ms must not be negative.")
 		return
 	}
 	if f.Status != nil {
@@ -385,43 +592,6 @@ func (s *Server) faults(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
-	st := s.eng.stats()
-	s.eng.mu.Lock()
-	ttft, e2e := s.eng.ttft, s.eng.e2e
-	ttft.counts, e2e.counts = append([]int64(nil), ttft.counts...), append([]int64(nil), e2e.counts...)
-	s.eng.mu.Unlock()
-	labels := fmt.Sprintf(`model_name=%q,engine="0"`, s.cfg.Model)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	gauge := func(name, help string, v float64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s{%s} %g\n", name, help, name, name, labels, v)
-	}
-	counter := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s{%s} %d\n", name, help, name, name, labels, v)
-	}
-	gauge("vllm:num_requests_running", "Number of requests in model execution batches.", float64(st.Running))
-	gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", float64(st.Waiting))
-	if s.cfg.LegacyCacheMetric {
-		gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", st.KVUsage)
-	} else {
-		gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", st.KVUsage)
-	}
-	counter("vllm:num_preemptions_total", "Cumulative number of preemption from the engine.", st.Preemptions)
-	counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.", st.PromptTokens)
-	counter("vllm:generation_tokens_total", "Number of generation tokens processed.", st.GenerationTokens)
-	fmt.Fprintf(w, "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter\n")
-	fmt.Fprintf(w, "vllm:request_success_total{%s,finished_reason=\"stop\"} %d\n", labels, st.Finished)
-	for _, h := range []struct {
-		name, help string
-		h          histogram
-	}{
-		{"vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", ttft},
-		{"vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", e2e},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", h.name, h.help, h.name)
-		for i, b := range h.h.bounds {
-			fmt.Fprintf(w, "%s_bucket{%s,le=\"%g\"} %d\n", h.name, labels, b, h.h.counts[i])
-		}
-		fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n%s_sum{%s} %g\n%s_count{%s} %d\n", h.name, labels, h.h.n, h.name, labels, h.h.sum, h.name, labels, h.h.n)
-	}
+func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
 }
