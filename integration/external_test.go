@@ -2,11 +2,11 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/lull-ai/lull/localstack/devstack"
+	"github.com/lull-ai/lull/localstack/extemu"
 	"github.com/lull-ai/lull/shared/awsclients"
 )
 
@@ -15,13 +15,8 @@ import (
 // them): 100 generations complete, and a duplicate-free completion count.
 func TestEndToEndExternalEmulators(t *testing.T) {
 	t.Parallel()
-	ep := awsclients.Endpoints{DynamoDB: os.Getenv("LULL_EXT_DYNAMODB_URL"), SQS: os.Getenv("LULL_EXT_SQS_URL"), S3: os.Getenv("LULL_EXT_S3_URL")}
-	if ep.DynamoDB == "" || ep.SQS == "" || ep.S3 == "" {
-		if os.Getenv("LULL_REQUIRE_EXTERNAL") == "1" {
-			t.Fatal("LULL_REQUIRE_EXTERNAL=1 but the LULL_EXT_*_URL variables are not set")
-		}
-		t.Skip("external emulators not running; `make test` starts them")
-	}
+	ext := extemu.Require(t)
+	ep := awsclients.Endpoints{DynamoDB: ext.DynamoDB, SQS: ext.SQS, S3: ext.S3}
 	eng := newEngine(t, vllmsimConfig())
 	st := startStack(t, devstack.Config{Endpoints: ep, VLLMURL: eng.URL(), Workers: 2})
 	var ids []string

@@ -2,10 +2,10 @@ package storetest
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/lull-ai/lull/localstack/emulators"
+	"github.com/lull-ai/lull/localstack/extemu"
 	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
@@ -33,20 +33,14 @@ func Backends(t *testing.T) []Backend {
 		t.Fatal(err)
 	}
 	backends := []Backend{{Name: "inprocess", Clients: in}}
-	ext := awsclients.Endpoints{
-		DynamoDB: os.Getenv("LULL_EXT_DYNAMODB_URL"),
-		SQS:      os.Getenv("LULL_EXT_SQS_URL"),
-		S3:       os.Getenv("LULL_EXT_S3_URL"),
-	}
-	switch {
-	case ext.DynamoDB != "" && ext.SQS != "" && ext.S3 != "":
-		c, err := awsclients.New(context.Background(), ext)
+	if ep, ok := extemu.FromEnv(); ok {
+		c, err := awsclients.New(context.Background(), awsclients.Endpoints{DynamoDB: ep.DynamoDB, SQS: ep.SQS, S3: ep.S3})
 		if err != nil {
 			t.Fatal(err)
 		}
 		backends = append(backends, Backend{Name: "external", Clients: c})
-	case os.Getenv("LULL_REQUIRE_EXTERNAL") == "1":
-		t.Fatal("LULL_REQUIRE_EXTERNAL=1 but LULL_EXT_DYNAMODB_URL, LULL_EXT_SQS_URL and LULL_EXT_S3_URL are not all set; run via localstack/scripts/emulators.sh run")
+	} else if extemu.Required() {
+		extemu.Require(t) // fails with the reason and how to start them
 	}
 	return backends
 }
