@@ -1,0 +1,296 @@
+package lull
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsautoscaling"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3assets"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/lull-ai/lull/lambdas/scaler/backlog"
+)
+
+// Paths on the GPU instances.
+const (
+	// WorkerEnvFile is the systemd EnvironmentFile of the worker: the only
+	// place the user data sets worker variables.
+	WorkerEnvFile = "/etc/lull/worker.env"
+	workerBin     = "/opt/lull/bin/gpuworker"
+	vllmVenv      = "/opt/vllm"
+	vllmPort      = 8000
+	// envFileEnd ends the heredoc that writes WorkerEnvFile.
+	envFileEnd = "LULL_ENV"
+)
+
+// Fleet is one model's GPU Auto Scaling group and what it needs.
+type Fleet struct {
+	Group          awsautoscaling.AutoScalingGroup
+	LaunchTemplate awsec2.LaunchTemplate
+	Role           awsiam.Role
+	// Env is the worker environment written to WorkerEnvFile, by name.
+	Env map[string]*string
+}
+
+// amiParameter is the public SSM parameter of the AWS Deep Learning Base
+// OSS Nvidia Driver GPU AMI (Amazon Linux 2023): NVIDIA driver and CUDA,
+// resolved at deploy time, so a redeploy picks up the latest image.
+func amiParameter(arch string) string {
+	cpu := map[string]string{"amd64": "x86_64", "arm64": "arm64"}[arch]
+	return "/aws/service/deeplearning/ami/" + cpu + "/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+}
+
+// network creates the VPC unless one was given.
+func (s *Service) network() {
+	if s.props.VPC != nil {
+		s.VPC = s.props.VPC
+		return
+	}
+	vpc := awsec2.NewVpc(s.scope, jsii.String("Vpc"), &awsec2.VpcProps{
+		MaxAzs:      jsii.Number(3),
+		NatGateways: jsii.Number(0),
+		SubnetConfiguration: &[]*awsec2.SubnetConfiguration{{
+			Name: jsii.String("public"), SubnetType: awsec2.SubnetType_PUBLIC, CidrMask: jsii.Number(20)}},
+		GatewayEndpoints: &map[string]*awsec2.GatewayVpcEndpointOptions{
+			"S3":       {Service: awsec2.GatewayVpcEndpointAwsService_S3()},
+			"DynamoDB": {Service: awsec2.GatewayVpcEndpointAwsService_DYNAMODB()},
+		},
+	})
+	flowLogs := awslogs.NewLogGroup(s.scope, jsii.String("VpcFlowLogs"), &awslogs.LogGroupProps{
+		Retention: s.props.LogRetention, RemovalPolicy: awscdk.RemovalPolicy_DESTROY})
+	vpc.AddFlowLog(jsii.String("Rejected"), &awsec2.FlowLogOptions{
+		Destination: awsec2.FlowLogDestination_ToCloudWatchLogs(flowLogs, nil),
+		TrafficType: awsec2.FlowLogTrafficType_REJECT,
+	})
+	s.VPC = vpc
+}
+
+// workerEnv is the worker's environment: worker.Config variables only
+// (Props.Validate has checked WorkerEnv), plus the AWS SDK's region and the
+// Hugging Face cache for the vLLM child process.
+func (s *Service) workerEnv(m *Model) map[string]*string {
+	p := m.Props
+	vllm := append([]string{vllmVenv + "/bin/vllm", "serve", p.ModelID, "--host", "127.0.0.1", "--port", fmt.Sprint(vllmPort)}, p.VLLMArgs...)
+	env := map[string]*string{
+		"LULL_MODEL":            jsii.String(p.Name),
+		"LULL_QUEUE_URL":        m.Queue.QueueUrl(),
+		"LULL_EVENTS_QUEUE_URL": s.Events.QueueUrl(),
+		"LULL_TABLE":            s.Table.TableName(),
+		"LULL_BUCKET":           s.Bucket.BucketName(),
+		"VLLM_URL":              jsii.String(fmt.Sprintf("http://127.0.0.1:%d", vllmPort)),
+		"LULL_VLLM_COMMAND":     jsii.String(strings.Join(vllm, " ")),
+		"LULL_GATE":             jsii.String("metrics"),
+		"LULL_IMDS_URL":         jsii.String("http://169.254.169.254"),
+		"LULL_ASG_NAME":         m.asgName,
+		"LULL_LIFECYCLE_HOOK":   jsii.String(LifecycleHookName),
+		"AWS_REGION":            awscdk.Aws_REGION(),
+		"HF_HOME":               jsii.String("/var/lib/lull/huggingface"),
+	}
+	if p.ModelID != p.Name {
+		env["LULL_ENGINE_MODEL"] = jsii.String(p.ModelID)
+	}
+	for k, v := range p.WorkerEnv {
+		env[k] = jsii.String(v)
+	}
+	return env
+}
+
+// userData installs vLLM and the worker and starts the worker as a systemd
+// service. The worker runs `vllm serve` itself (LULL_VLLM_COMMAND): it
+// gates receiving on the engine's health, restarts it with backoff and
+// stops it only after draining; KillMode=mixed lets systemd's SIGTERM reach
+// the worker alone so the engine outlives the drain.
+func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.Asset) awsec2.UserData {
+	ud := awsec2.UserData_ForLinux(&awsec2.LinuxUserDataOptions{Shebang: jsii.String("#!/bin/bash")})
+	add := func(lines ...string) { ud.AddCommands(*jsii.Strings(lines...)...) }
+	add(
+		"set -euo pipefail",
+		"exec >>/var/log/lull-user-data.log 2>&1",
+		"# A half-installed instance would count as capacity and serve nothing:",
+		"# stop it, and Auto Scaling replaces it (see the group's activity history).",
+		"trap 'echo \"lull: user data failed at line $LINENO; shutting down\"; shutdown -h now' ERR",
+		"id lull >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/lull --shell /sbin/nologin lull",
+		"install -d -m 0755 /opt/lull/bin",
+	)
+	local := ud.AddS3DownloadCommand(&awsec2.S3DownloadOptions{
+		Bucket: worker.Bucket(), BucketKey: worker.S3ObjectKey(), LocalFile: jsii.String("/tmp/lull/gpuworker"),
+		Region: awscdk.Aws_REGION()})
+	add(
+		"install -m 0755 "+*local+" "+workerBin,
+		"# vLLM in its own virtual environment, with a Python uv manages",
+		"command -v pip3 >/dev/null || dnf install -y python3-pip",
+		"python3 -m pip install --quiet 'uv=="+uvVersion+"'",
+		"export UV_PYTHON_INSTALL_DIR=/opt/uv/python",
+		"uv venv --python 3.12 "+vllmVenv,
+		"uv pip install --python "+vllmVenv+"/bin/python 'vllm=="+m.Props.VLLMVersion+"'",
+		"install -d -m 0750 -o root -g lull /etc/lull",
+		"umask 027",
+	)
+	lines := []string{"cat > " + WorkerEnvFile + " <<'" + envFileEnd + "'"}
+	names := make([]string, 0, len(env))
+	for k := range env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		lines = append(lines, k+`="`+*env[k]+`"`)
+	}
+	lines = append(lines, envFileEnd)
+	add(strings.Join(lines, "\n"))
+	if param := s.props.HuggingFaceTokenParameter; param != "" {
+		add("hf_token=$(aws ssm get-parameter --region "+*awscdk.Aws_REGION()+" --name '"+param+
+			"' --with-decryption --query Parameter.Value --output text)",
+			"printf 'HF_TOKEN=\"%s\"\\n' \"$hf_token\" >> "+WorkerEnvFile)
+	}
+	add(
+		"chgrp lull "+WorkerEnvFile+" && chmod 0640 "+WorkerEnvFile,
+		"cat > /etc/systemd/system/lull-worker.service <<'LULL_UNIT'",
+		"[Unit]",
+		"Description=lull GPU worker (runs and supervises vLLM)",
+		"Wants=network-online.target",
+		"After=network-online.target",
+		"[Service]",
+		"User=lull",
+		"EnvironmentFile="+WorkerEnvFile,
+		"ExecStart="+workerBin,
+		"Restart=always",
+		"RestartSec=5",
+		"KillMode=mixed",
+		// LULL_DRAIN_TIMEOUT (90s) plus the engine's own stop.
+		"TimeoutStopSec=150",
+		"[Install]",
+		"WantedBy=multi-user.target",
+		"LULL_UNIT",
+		"systemctl daemon-reload",
+		"systemctl enable --now lull-worker.service",
+	)
+	return ud
+}
+
+// fleet creates the launch template, instance role, Auto Scaling group,
+// lifecycle hook and scaling policies of one model.
+func (s *Service) fleet(m *Model) {
+	id := "Gpu" + camel(m.Slug)
+	p := m.Props
+	arch := Arch(p.InstanceTypes[0])
+	worker := awss3assets.NewAsset(s.scope, jsii.String(id+"Worker"+camel(arch)), &awss3assets.AssetProps{
+		Path: jsii.String(workerBinary(s.props.BuildDir, arch))})
+
+	role := awsiam.NewRole(s.scope, jsii.String(id+"Role"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ec2.amazonaws.com"), nil),
+		Description: jsii.String("lull GPU worker for " + p.Name),
+	})
+	groupArn := awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":autoscaling:"),
+		awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":autoScalingGroup:*:autoScalingGroupName/"), m.asgName})
+	for _, st := range []awsiam.PolicyStatement{
+		statement([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}, m.Queue.QueueArn()),
+		statement([]string{"sqs:SendMessage"}, s.Events.QueueArn()),
+		statement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, s.Table.TableArn()),
+		statement([]string{"s3:GetObject"}, s.objects("inputs/")),
+		statement([]string{"s3:PutObject"}, s.objects("outputs/")),
+		statement([]string{"autoscaling:CompleteLifecycleAction"}, groupArn),
+		statement([]string{"s3:GetObject"}, worker.Bucket().ArnForObjects(worker.S3ObjectKey())),
+	} {
+		role.AddToPolicy(st)
+	}
+	if param := s.props.HuggingFaceTokenParameter; param != "" {
+		role.AddToPolicy(statement([]string{"ssm:GetParameter"}, awscdk.Stack_Of(s.scope).FormatArn(&awscdk.ArnComponents{
+			Service: jsii.String("ssm"), Resource: jsii.String("parameter"),
+			ResourceName: jsii.String(strings.TrimPrefix(param, "/"))})))
+	}
+
+	env := s.workerEnv(m)
+	sg := awsec2.NewSecurityGroup(s.scope, jsii.String(id+"SecurityGroup"), &awsec2.SecurityGroupProps{
+		Vpc: s.VPC, Description: jsii.String("lull GPU workers: no inbound, outbound to AWS APIs, PyPI and Hugging Face"),
+		AllowAllOutbound: jsii.Bool(true),
+	})
+	ud := s.userData(m, env, worker)
+	lt := awsec2.NewLaunchTemplate(s.scope, jsii.String(id+"LaunchTemplate"), &awsec2.LaunchTemplateProps{
+		MachineImage: awsec2.MachineImage_FromSsmParameter(jsii.String(amiParameter(arch)), &awsec2.SsmParameterImageOptions{
+			Os: awsec2.OperatingSystemType_LINUX}),
+		UserData:      ud,
+		Role:          role,
+		SecurityGroup: sg,
+		RequireImdsv2: jsii.Bool(true),
+		// Spot instances from Auto Scaling cannot stop; a failed boot
+		// (see userData) shuts down, which must end the instance.
+		InstanceInitiatedShutdownBehavior: awsec2.InstanceInitiatedShutdownBehavior_TERMINATE,
+		HttpPutResponseHopLimit:           jsii.Number(1),
+		BlockDevices: &[]*awsec2.BlockDevice{{
+			DeviceName: jsii.String("/dev/xvda"),
+			Volume: awsec2.BlockDeviceVolume_Ebs(jsii.Number(float64(p.RootVolumeGiB)), &awsec2.EbsDeviceOptions{
+				Encrypted: jsii.Bool(true), VolumeType: awsec2.EbsDeviceVolumeType_GP3, DeleteOnTermination: jsii.Bool(true)}),
+		}},
+	})
+	overrides := make([]*awsautoscaling.LaunchTemplateOverrides, len(p.InstanceTypes))
+	for i, it := range p.InstanceTypes {
+		overrides[i] = &awsautoscaling.LaunchTemplateOverrides{InstanceType: awsec2.NewInstanceType(jsii.String(it))}
+	}
+	warmup := awscdk.Duration_Minutes(jsii.Number(15)) // boot, install, weights download, engine load
+	group := awsautoscaling.NewAutoScalingGroup(s.scope, jsii.String(id+"Group"), &awsautoscaling.AutoScalingGroupProps{
+		Vpc:                  s.VPC,
+		VpcSubnets:           &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PUBLIC},
+		AutoScalingGroupName: m.asgName,
+		MinCapacity:          jsii.Number(float64(p.MinInstances)),
+		MaxCapacity:          jsii.Number(float64(p.MaxInstances)),
+		CapacityRebalance:    jsii.Bool(true),
+		MixedInstancesPolicy: &awsautoscaling.MixedInstancesPolicy{
+			LaunchTemplate:          lt,
+			LaunchTemplateOverrides: &overrides,
+			InstancesDistribution: &awsautoscaling.InstancesDistribution{
+				OnDemandBaseCapacity:                jsii.Number(0),
+				OnDemandPercentageAboveBaseCapacity: jsii.Number(0),
+				SpotAllocationStrategy:              awsautoscaling.SpotAllocationStrategy_PRICE_CAPACITY_OPTIMIZED,
+			},
+		},
+		DefaultInstanceWarmup: warmup,
+		GroupMetrics:          &[]awsautoscaling.GroupMetrics{awsautoscaling.GroupMetrics_All()},
+	})
+	group.AddLifecycleHook(jsii.String("Drain"), &awsautoscaling.BasicLifecycleHookProps{
+		LifecycleHookName:   jsii.String(LifecycleHookName),
+		LifecycleTransition: awsautoscaling.LifecycleTransition_INSTANCE_TERMINATING,
+		// Longer than the worker's engine timeout (10m): a scale-in waits for
+		// running generations; spot reclaims cut it to two minutes anyway.
+		HeartbeatTimeout: awscdk.Duration_Minutes(jsii.Number(15)),
+		DefaultResult:    awsautoscaling.DefaultResult_CONTINUE,
+	})
+
+	// Target tracking keeps BacklogPerInstance at the model's target...
+	group.ScaleToTrackMetric(jsii.String("BacklogTracking"), &awsautoscaling.MetricTargetTrackingProps{
+		Metric:                  s.scalerMetric(backlog.MetricBacklogPerInstance, p.Name, "Average"),
+		TargetValue:             jsii.Number(p.TargetBacklogPerInstance),
+		EstimatedInstanceWarmup: warmup,
+	})
+	// ...and, since it cannot leave zero, a step policy launches the first
+	// instance when work waits for an empty group.
+	group.ScaleOnMetric(jsii.String("ScaleFromZero"), &awsautoscaling.BasicStepScalingPolicyProps{
+		Metric: s.scalerMetric(backlog.MetricUnservedBacklog, p.Name, "Maximum"),
+		ScalingSteps: &[]*awsautoscaling.ScalingInterval{
+			{Upper: jsii.Number(backlog.ScaleFromZeroThreshold), Change: jsii.Number(0)},
+			{Lower: jsii.Number(backlog.ScaleFromZeroThreshold), Change: jsii.Number(backlog.ScaleFromZeroInstances)},
+		},
+		AdjustmentType:          awsautoscaling.AdjustmentType_CHANGE_IN_CAPACITY,
+		EvaluationPeriods:       jsii.Number(1),
+		EstimatedInstanceWarmup: warmup,
+	})
+	m.Fleet = &Fleet{Group: group, LaunchTemplate: lt, Role: role, Env: env}
+	awscdk.NewCfnOutput(s.scope, jsii.String(id+"QueueUrl"), &awscdk.CfnOutputProps{
+		Value: m.Queue.QueueUrl(), Description: jsii.String("request queue of " + p.Name)})
+}
+
+// scalerMetric is one of the metrics the scaler publishes for model.
+func (s *Service) scalerMetric(name, model, statistic string) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:     jsii.String(s.props.MetricNamespace),
+		MetricName:    jsii.String(name),
+		DimensionsMap: &map[string]*string{backlog.DimensionModel: jsii.String(model)},
+		Statistic:     jsii.String(statistic),
+		Period:        awscdk.Duration_Minutes(jsii.Number(1)),
+	})
+}

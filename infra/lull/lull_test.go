@@ -1,0 +1,965 @@
+package lull_test
+
+// One synthesis serves every test in this binary (TestMain): jsii runs a
+// Node process per binary, cannot run tests in parallel, and a synthesis of
+// this stack takes seconds. Tests read the template as plain JSON (with a
+// small resolver for intrinsic functions) and, for the resource shapes,
+// through assertions.Template.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/cxapi"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/lull-ai/lull/gpuworker/worker"
+	"github.com/lull-ai/lull/infra/lull"
+	"github.com/lull-ai/lull/lambdas/scaler/backlog"
+	"github.com/lull-ai/lull/shared/envconfig"
+	"github.com/lull-ai/lull/shared/settings"
+)
+
+// The fixture: two models, one on x86 GPUs with a client name that differs
+// from the engine's and its own target, one on Graviton GPUs with defaults.
+var fixture = lull.Props{
+	Models: []lull.ModelProps{
+		{
+			ModelID: "Qwen/Qwen2.5-7B-Instruct", Name: "qwen-7b",
+			VLLMArgs:      []string{"--max-model-len", "8192"},
+			InstanceTypes: []string{"g6.xlarge", "g5.xlarge", "g6e.xlarge"},
+			MaxInstances:  3, TargetBacklogPerInstance: 64,
+			WorkerEnv: map[string]string{"LULL_GATE_TARGET_RUNNING": "48"},
+		},
+		{
+			ModelID:       "meta-llama/Llama-3.2-1B-Instruct",
+			InstanceTypes: []string{"g5g.xlarge", "g5g.2xlarge"},
+		},
+	},
+	HuggingFaceTokenParameter: "/lull/hf-token",
+	AlarmEmail:                "ops@example.com",
+	Domain:                    &lull.DomainProps{Name: "api.example.com", CertificateArn: "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
+}
+
+var (
+	tmpl     map[string]any            // the synthesized template
+	template assertions.Template       // the same, for assertions
+	messages []*cxapi.SynthesisMessage // annotations, cdk-nag's included
+	service  *lull.Service
+)
+
+func TestMain(m *testing.M) {
+	// JSII_DEPRECATED=quiet and JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
+	// quiet Node's notices; the jsii kernel starts before TestMain, so they
+	// must come from the environment (make test-infra sets them).
+	code := func() int {
+		dir, err := os.MkdirTemp("", "lull-infra-test")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		if err := placeholders(dir); err != nil {
+			panic(err)
+		}
+		if err := synth(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "synth:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// placeholders writes stand-ins for the prebuilt artifacts, so the tests
+// need no cross-compilation.
+func placeholders(dir string) error {
+	var paths []string
+	for _, n := range lull.LambdaNames {
+		paths = append(paths, filepath.Join(dir, "lambda", n, "bootstrap"))
+	}
+	for _, a := range []string{"amd64", "arm64"} {
+		paths = append(paths, filepath.Join(dir, "gpuworker", "linux-"+a, "gpuworker"))
+	}
+	for _, p := range paths {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func synth(buildDir string) error {
+	outdir, err := os.MkdirTemp("", "lull-infra-cdkout")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(outdir)
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(outdir)})
+	stack := awscdk.NewStack(app, jsii.String("LullTest"), nil)
+	props := fixture
+	props.BuildDir = buildDir
+	service, err = lull.NewService(stack, "Lull", props)
+	if err != nil {
+		return err
+	}
+	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
+	artifact := app.Synth(nil).GetStackArtifact(stack.ArtifactId())
+	raw, err := json.Marshal(artifact.Template())
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, &tmpl); err != nil {
+		return err
+	}
+	if out := os.Getenv("LULL_TEMPLATE_OUT"); out != "" { // for debugging: the synthesized template
+		if err := os.WriteFile(out, raw, 0o644); err != nil {
+			return err
+		}
+	}
+	template = assertions.Template_FromJSON(&tmpl, nil)
+	messages = *artifact.Messages()
+	return nil
+}
+
+// check runs an assertions.Template call, turning its panic into a failure.
+func check(t *testing.T, what string, fn func()) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Errorf("%s: %v", what, r)
+		}
+	}()
+	fn()
+}
+
+type resource struct {
+	ID    string
+	Type  string
+	Props map[string]any
+}
+
+func resources(typ string) []resource {
+	var out []resource
+	for id, r := range tmpl["Resources"].(map[string]any) {
+		r := r.(map[string]any)
+		if r["Type"] == typ {
+			props, _ := r["Properties"].(map[string]any)
+			out = append(out, resource{ID: id, Type: typ, Props: props})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// render resolves intrinsic functions to a string: Ref and GetAtt become
+// ${LogicalId} and ${LogicalId.Attr}, Join joins, Base64 is the identity.
+func render(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case float64:
+		return fmt.Sprint(x)
+	case bool:
+		return fmt.Sprint(x)
+	case map[string]any:
+		if r, ok := x["Ref"]; ok {
+			return "${" + r.(string) + "}"
+		}
+		if g, ok := x["Fn::GetAtt"]; ok {
+			parts := g.([]any)
+			return "${" + render(parts[0]) + "." + render(parts[1]) + "}"
+		}
+		if j, ok := x["Fn::Join"]; ok {
+			args := j.([]any)
+			var parts []string
+			for _, p := range args[1].([]any) {
+				parts = append(parts, render(p))
+			}
+			return strings.Join(parts, args[0].(string))
+		}
+		if b, ok := x["Fn::Base64"]; ok {
+			return render(b)
+		}
+		if s, ok := x["Fn::Sub"]; ok {
+			if list, ok := s.([]any); ok {
+				return render(list[0])
+			}
+			return render(s)
+		}
+		if s, ok := x["Fn::Select"]; ok {
+			args := s.([]any)
+			return fmt.Sprintf("${Select[%v]}", args[0])
+		}
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func get(m map[string]any, path ...string) any {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[p]
+	}
+	return v
+}
+
+// functionByName finds the Lambda whose description is "lull <name>".
+func functionByName(t *testing.T, name string) resource {
+	t.Helper()
+	for _, r := range resources("AWS::Lambda::Function") {
+		if r.Props["Description"] == "lull "+name {
+			return r
+		}
+	}
+	t.Fatalf("no Lambda %q", name)
+	return resource{}
+}
+
+func queueByName(t *testing.T, name string) resource {
+	t.Helper()
+	for _, r := range resources("AWS::SQS::Queue") {
+		if r.Props["QueueName"] == name {
+			return r
+		}
+	}
+	t.Fatalf("no queue %q", name)
+	return resource{}
+}
+
+func lookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// TestLambdaEnvironmentMatchesSettings fails when a Lambda's environment and
+// the settings struct its binary loads drift apart: every variable set must
+// be one the struct declares, every required one must be set, and every
+// value must load.
+func TestLambdaEnvironmentMatchesSettings(t *testing.T) {
+	structs := map[string]func() any{
+		"api": func() any { return &settings.API{} }, "webhooks": func() any { return &settings.Webhooks{} },
+		"batch": func() any { return &settings.Batch{} }, "scaler": func() any { return &settings.Scaler{} },
+		"dlq": func() any { return &settings.DLQ{} },
+	}
+	if got := slices.Sorted(func(yield func(string) bool) {
+		for k := range structs {
+			if !yield(k) {
+				return
+			}
+		}
+	}); !slices.Equal(got, slices.Sorted(slices.Values(lull.LambdaNames))) {
+		t.Fatalf("Lambdas %v, settings structs %v", lull.LambdaNames, got)
+	}
+	for _, name := range lull.LambdaNames {
+		t.Run(name, func(t *testing.T) {
+			fn := functionByName(t, name)
+			env := map[string]string{}
+			for k, v := range get(fn.Props, "Environment", "Variables").(map[string]any) {
+				env[k] = render(v)
+			}
+			cfg := structs[name]()
+			known := map[string]bool{}
+			for _, v := range envconfig.Vars(cfg) {
+				known[v.Name] = true
+				if _, ok := env[v.Name]; v.Required && !ok {
+					t.Errorf("%s: required %s is not set", name, v.Name)
+				}
+			}
+			for k := range env {
+				if !known[k] {
+					t.Errorf("%s: sets %s, which %T does not read", name, k, cfg)
+				}
+			}
+			if err := envconfig.Load(cfg, lookup(env)); err != nil {
+				t.Errorf("%s: environment does not load: %v", name, err)
+			}
+		})
+	}
+}
+
+// TestModelMaps checks LULL_MODEL_QUEUES and LULL_ASG_NAMES against the
+// queues and groups the stack creates.
+func TestModelMaps(t *testing.T) {
+	var cfg settings.Scaler
+	env := map[string]string{}
+	for k, v := range get(functionByName(t, "scaler").Props, "Environment", "Variables").(map[string]any) {
+		env[k] = render(v)
+	}
+	if err := envconfig.Load(&cfg, lookup(env)); err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]bool{}
+	for _, g := range resources("AWS::AutoScaling::AutoScalingGroup") {
+		groups[render(g.Props["AutoScalingGroupName"])] = true
+	}
+	for _, m := range fixture.Models {
+		name := m.Name
+		if name == "" {
+			name = m.ModelID
+		}
+		q := queueByName(t, "requests-"+lull.Slug(name))
+		if got := cfg.ModelQueues[name]; got != "${"+q.ID+"}" {
+			t.Errorf("LULL_MODEL_QUEUES[%s] = %q, want the URL of %s", name, got, q.ID)
+		}
+		if !groups[cfg.ASGNames[name]] {
+			t.Errorf("LULL_ASG_NAMES[%s] = %q, not a group name (%v)", name, cfg.ASGNames[name], groups)
+		}
+	}
+	if len(cfg.ModelQueues) != len(fixture.Models) || len(cfg.ASGNames) != len(fixture.Models) {
+		t.Errorf("maps have %d and %d models, want %d", len(cfg.ModelQueues), len(cfg.ASGNames), len(fixture.Models))
+	}
+	if cfg.MetricNamespace != "Lull" {
+		t.Errorf("LULL_METRIC_NAMESPACE = %q", cfg.MetricNamespace)
+	}
+}
+
+var (
+	envFileRe = regexp.MustCompile(`(?s)cat > ` + regexp.QuoteMeta(lull.WorkerEnvFile) + ` <<'LULL_ENV'\n(.*?)\nLULL_ENV\n`)
+	assignRe  = regexp.MustCompile(`\b((?:LULL|VLLM)_[A-Z0-9_]+)=`)
+)
+
+// launchTemplates maps the model name each launch template serves to its
+// rendered user data.
+func launchTemplates(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, lt := range resources("AWS::EC2::LaunchTemplate") {
+		ud := render(get(lt.Props, "LaunchTemplateData", "UserData"))
+		m := regexp.MustCompile(`(?m)^LULL_MODEL="([^"]*)"$`).FindStringSubmatch(ud)
+		if m == nil {
+			t.Fatalf("%s: user data sets no LULL_MODEL:\n%s", lt.ID, ud)
+		}
+		out[m[1]] = ud
+	}
+	return out
+}
+
+// TestWorkerEnvironmentMatchesConfig fails when the user data and
+// worker.Config drift apart: the env file sets only variables the worker
+// reads (plus AWS_REGION and HF_HOME for the SDK and vLLM), every required
+// one, values that load, and no LULL_ variable is set anywhere else.
+func TestWorkerEnvironmentMatchesConfig(t *testing.T) {
+	vars := envconfig.Vars(&worker.Config{})
+	known := map[string]bool{}
+	for _, v := range vars {
+		known[v.Name] = true
+	}
+	extra := map[string]bool{"AWS_REGION": true, "HF_HOME": true}
+	uds := launchTemplates(t)
+	if len(uds) != len(fixture.Models) {
+		t.Fatalf("%d launch templates, want %d", len(uds), len(fixture.Models))
+	}
+	for _, m := range fixture.Models {
+		name := cmpOr(m.Name, m.ModelID)
+		t.Run(lull.Slug(name), func(t *testing.T) {
+			ud := uds[name]
+			block := envFileRe.FindStringSubmatch(ud)
+			if block == nil {
+				t.Fatalf("no env file heredoc in user data:\n%s", ud)
+			}
+			env := map[string]string{}
+			for _, line := range strings.Split(block[1], "\n") {
+				k, v, ok := strings.Cut(line, "=")
+				if !ok || len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+					t.Fatalf("env file line %q is not NAME=\"value\"", line)
+				}
+				if _, dup := env[k]; dup {
+					t.Errorf("%s set twice", k)
+				}
+				env[k] = v[1 : len(v)-1]
+			}
+			for k := range env {
+				if !known[k] && !extra[k] {
+					t.Errorf("env file sets %s, which worker.Config does not read", k)
+				}
+			}
+			for _, v := range vars {
+				if _, ok := env[v.Name]; v.Required && !ok {
+					t.Errorf("required %s is not set", v.Name)
+				}
+			}
+			for _, a := range assignRe.FindAllStringSubmatch(ud, -1) {
+				if !known[a[1]] {
+					t.Errorf("user data assigns %s, which worker.Config does not read", a[1])
+				}
+			}
+			var cfg worker.Config
+			if err := envconfig.Load(&cfg, lookup(env)); err != nil {
+				t.Fatalf("env file does not load: %v", err)
+			}
+			// The values point at this model's resources.
+			q := queueByName(t, "requests-"+lull.Slug(name))
+			if cfg.Model != name || cfg.QueueURL != "${"+q.ID+"}" {
+				t.Errorf("LULL_MODEL=%q LULL_QUEUE_URL=%q, want %q and ${%s}", cfg.Model, cfg.QueueURL, name, q.ID)
+			}
+			if m.Name != "" && cfg.EngineModel != m.ModelID {
+				t.Errorf("LULL_ENGINE_MODEL = %q, want %q", cfg.EngineModel, m.ModelID)
+			}
+			wantCmd := "vllm serve " + m.ModelID + " --host 127.0.0.1 --port 8000"
+			if !strings.Contains(cfg.VLLMCommand, wantCmd) || !strings.HasSuffix(cfg.VLLMCommand, strings.Join(append([]string{""}, m.VLLMArgs...), " ")) {
+				t.Errorf("LULL_VLLM_COMMAND = %q, want %q and the model's arguments", cfg.VLLMCommand, wantCmd)
+			}
+			if cfg.IMDSURL == "" || cfg.LifecycleHook != lull.LifecycleHookName || cfg.Gate != "metrics" {
+				t.Errorf("IMDS %q, hook %q, gate %q", cfg.IMDSURL, cfg.LifecycleHook, cfg.Gate)
+			}
+			hookFound := false
+			for _, h := range resources("AWS::AutoScaling::LifecycleHook") {
+				if h.Props["LifecycleHookName"] == cfg.LifecycleHook && h.Props["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING" {
+					hookFound = true
+				}
+			}
+			if !hookFound {
+				t.Error("no termination lifecycle hook named LULL_LIFECYCLE_HOOK")
+			}
+			for k, v := range m.WorkerEnv {
+				if env[k] != v {
+					t.Errorf("WorkerEnv %s = %q, env file has %q", k, v, env[k])
+				}
+			}
+			for _, want := range []string{
+				"EnvironmentFile=" + lull.WorkerEnvFile, "KillMode=mixed", "ExecStart=/opt/lull/bin/gpuworker",
+				"systemctl enable --now lull-worker.service", "uv pip install", "'vllm==" + lull.DefaultVLLMVersion + "'",
+				"aws s3 cp", "HF_TOKEN=", "--name '/lull/hf-token'", "shutdown -h now' ERR",
+			} {
+				if !strings.Contains(ud, want) {
+					t.Errorf("user data lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// statements returns the policy statements attached to the role with the
+// given logical ID, resources rendered.
+type stmt struct {
+	Actions   []string
+	Resources []string
+	Condition any
+}
+
+func statementsOf(roleID string) []stmt {
+	var out []stmt
+	for _, p := range resources("AWS::IAM::Policy") {
+		attached := false
+		for _, r := range p.Props["Roles"].([]any) {
+			if render(r) == "${"+roleID+"}" {
+				attached = true
+			}
+		}
+		if !attached {
+			continue
+		}
+		for _, s := range get(p.Props, "PolicyDocument", "Statement").([]any) {
+			s := s.(map[string]any)
+			var st stmt
+			for _, a := range asList(s["Action"]) {
+				st.Actions = append(st.Actions, a.(string))
+			}
+			for _, r := range asList(s["Resource"]) {
+				st.Resources = append(st.Resources, render(r))
+			}
+			st.Condition = s["Condition"]
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func asList(v any) []any {
+	if l, ok := v.([]any); ok {
+		return l
+	}
+	return []any{v}
+}
+
+// allows reports whether some statement grants every action on a resource
+// matching re.
+func allows(sts []stmt, re string, actions ...string) bool {
+	rx := regexp.MustCompile(re)
+	for _, s := range sts {
+		okRes := slices.ContainsFunc(s.Resources, rx.MatchString)
+		if okRes && !slices.ContainsFunc(actions, func(a string) bool { return !slices.Contains(s.Actions, a) }) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestWorkerRole(t *testing.T) {
+	for _, m := range fixture.Models {
+		name := cmpOr(m.Name, m.ModelID)
+		t.Run(lull.Slug(name), func(t *testing.T) {
+			var lt resource
+			for _, r := range resources("AWS::EC2::LaunchTemplate") {
+				if strings.Contains(render(get(r.Props, "LaunchTemplateData", "UserData")), `LULL_MODEL="`+name+`"`) {
+					lt = r
+				}
+			}
+			profile := render(get(lt.Props, "LaunchTemplateData", "IamInstanceProfile", "Arn"))
+			profileID := strings.TrimSuffix(strings.TrimPrefix(profile, "${"), ".Arn}")
+			var roleID string
+			for _, p := range resources("AWS::IAM::InstanceProfile") {
+				if p.ID == profileID {
+					roleID = strings.Trim(render(p.Props["Roles"].([]any)[0]), "${}")
+				}
+			}
+			if roleID == "" {
+				t.Fatalf("no role for launch template %s (profile %s)", lt.ID, profile)
+			}
+			sts := statementsOf(roleID)
+			q := queueByName(t, "requests-"+lull.Slug(name))
+			events := queueByName(t, "events")
+			for _, want := range []struct {
+				re      string
+				actions []string
+			}{
+				{`^\$\{` + q.ID + `\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}},
+				{`^\$\{` + events.ID + `\.Arn\}$`, []string{"sqs:SendMessage"}},
+				{`^\$\{LullTable[0-9A-F]+\.Arn\}$`, []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}},
+				{`^\$\{LullBucket[0-9A-F]+\.Arn\}/inputs/\*$`, []string{"s3:GetObject"}},
+				{`^\$\{LullBucket[0-9A-F]+\.Arn\}/outputs/\*$`, []string{"s3:PutObject"}},
+				{`:autoScalingGroup:\*:autoScalingGroupName/\$\{AWS::StackName\}-gpu-` + lull.Slug(name) + `$`, []string{"autoscaling:CompleteLifecycleAction"}},
+				{`:parameter/lull/hf-token$`, []string{"ssm:GetParameter"}},
+			} {
+				if !allows(sts, want.re, want.actions...) {
+					t.Errorf("worker role lacks %v on %s; has %+v", want.actions, want.re, sts)
+				}
+			}
+			for _, s := range sts {
+				for _, r := range s.Resources {
+					if r == "*" || strings.Contains(r, "/files/") {
+						t.Errorf("worker role grants %v on %s", s.Actions, r)
+					}
+				}
+				for _, a := range s.Actions {
+					if strings.HasSuffix(a, "*") {
+						t.Errorf("worker role grants wildcard action %s", a)
+					}
+				}
+			}
+			// Another model's queue is out of reach.
+			for _, other := range fixture.Models {
+				if on := cmpOr(other.Name, other.ModelID); on != name {
+					oq := queueByName(t, "requests-"+lull.Slug(on))
+					if allows(sts, `^\$\{`+oq.ID+`\.Arn\}$`, "sqs:ReceiveMessage") {
+						t.Errorf("worker of %s may receive from %s's queue", name, on)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLambdaGrants checks the permissions each Lambda needs, and that no
+// Lambda gets a wildcard action or an unconditioned "*" resource beyond the
+// two APIs that have no resource-level permissions.
+func TestLambdaGrants(t *testing.T) {
+	roleOf := func(name string) string {
+		return strings.TrimSuffix(strings.TrimPrefix(render(functionByName(t, name).Props["Role"]), "${"), ".Arn}")
+	}
+	table := `^\$\{LullTable[0-9A-F]+\.Arn\}`
+	checks := map[string][]struct {
+		re      string
+		actions []string
+	}{
+		"api": {
+			{table + `$`, []string{"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}},
+			{table + `/index/gsi1$`, []string{"dynamodb:Query"}},
+			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
+			{`/inputs/\*$`, []string{"s3:PutObject"}},
+			{`/outputs/\*$`, []string{"s3:GetObject"}},
+		},
+		"webhooks": {
+			{`^\$\{LullEvents[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
+			{`^\$\{LullEvents[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
+		},
+		"batch": {{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}}, {`/files/\*$`, []string{"s3:GetObject", "s3:PutObject"}}},
+		"scaler": {
+			{table + `/index/gsi2$`, []string{"dynamodb:Query"}},
+			{table + `/index/gsi3$`, []string{"dynamodb:Query"}},
+			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:GetQueueAttributes", "sqs:SendMessage"}},
+			{`^\*$`, []string{"cloudwatch:PutMetricData"}},
+		},
+		"dlq": {
+			{`^\$\{LullRequestsQwen7bDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
+			{table + `$`, []string{"dynamodb:UpdateItem"}},
+		},
+	}
+	for _, name := range lull.LambdaNames {
+		t.Run(name, func(t *testing.T) {
+			sts := statementsOf(roleOf(name))
+			for _, want := range checks[name] {
+				if !allows(sts, want.re, want.actions...) {
+					t.Errorf("%s lacks %v on %s", name, want.actions, want.re)
+				}
+			}
+			if !allows(sts, `^\$\{Lull`+strings.ToUpper(name[:1])+name[1:]+`Logs[0-9A-F]+\.Arn\}$`, "logs:CreateLogStream", "logs:PutLogEvents") {
+				t.Errorf("%s may not write its own log group", name)
+			}
+			for _, s := range sts {
+				for _, a := range s.Actions {
+					if strings.HasSuffix(a, "*") {
+						t.Errorf("%s: wildcard action %s", name, a)
+					}
+				}
+				if slices.Contains(s.Resources, "*") {
+					switch {
+					case slices.Equal(s.Actions, []string{"cloudwatch:PutMetricData"}) && s.Condition != nil:
+					case slices.Equal(s.Actions, []string{"autoscaling:DescribeAutoScalingGroups"}):
+					default:
+						t.Errorf("%s: %v on *", name, s.Actions)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestScalingPolicies ties the construct's policies to the backlog package:
+// the scaler's published values, fed through the thresholds read from the
+// template, must launch the first instance and then hand over to target
+// tracking.
+func TestScalingPolicies(t *testing.T) {
+	type group struct {
+		target    float64
+		threshold float64
+		stepAdd   float64
+	}
+	byModel := map[string]*group{}
+	groupModel := map[string]string{}
+	for _, g := range resources("AWS::AutoScaling::AutoScalingGroup") {
+		name := render(g.Props["AutoScalingGroupName"])
+		for _, m := range fixture.Models {
+			n := cmpOr(m.Name, m.ModelID)
+			if strings.HasSuffix(name, "-gpu-"+lull.Slug(n)) {
+				groupModel[g.ID] = n
+			}
+		}
+	}
+	stepPolicies := map[string]string{} // policy logical ID → model
+	for _, p := range resources("AWS::AutoScaling::ScalingPolicy") {
+		model := groupModel[strings.Trim(render(p.Props["AutoScalingGroupName"]), "${}")]
+		if model == "" {
+			t.Fatalf("policy %s on no known group", p.ID)
+		}
+		g := byModel[model]
+		if g == nil {
+			g = &group{}
+			byModel[model] = g
+		}
+		switch p.Props["PolicyType"] {
+		case "TargetTrackingScaling":
+			spec := get(p.Props, "TargetTrackingConfiguration", "CustomizedMetricSpecification").(map[string]any)
+			dims := spec["Dimensions"].([]any)
+			if spec["MetricName"] != backlog.MetricBacklogPerInstance || spec["Namespace"] != "Lull" || len(dims) != 1 ||
+				render(get(dims[0].(map[string]any), "Name")) != backlog.DimensionModel || render(get(dims[0].(map[string]any), "Value")) != model {
+				t.Errorf("%s: target tracking metric %v", model, spec)
+			}
+			g.target = get(p.Props, "TargetTrackingConfiguration", "TargetValue").(float64)
+		case "StepScaling":
+			for _, adj := range p.Props["StepAdjustments"].([]any) {
+				adj := adj.(map[string]any)
+				if adj["MetricIntervalLowerBound"] == 0.0 && adj["MetricIntervalUpperBound"] == nil {
+					g.stepAdd = adj["ScalingAdjustment"].(float64)
+				}
+			}
+			if p.Props["AdjustmentType"] != "ChangeInCapacity" {
+				t.Errorf("%s: step adjustment type %v", model, p.Props["AdjustmentType"])
+			}
+			stepPolicies[p.ID] = model
+		}
+	}
+	for _, a := range resources("AWS::CloudWatch::Alarm") {
+		for _, act := range asList(a.Props["AlarmActions"]) {
+			model, ok := stepPolicies[strings.Trim(render(act), "${}")]
+			if !ok {
+				continue
+			}
+			dims := a.Props["Dimensions"].([]any)
+			if a.Props["MetricName"] != backlog.MetricUnservedBacklog || a.Props["Namespace"] != "Lull" ||
+				render(get(dims[0].(map[string]any), "Value")) != model || a.Props["ComparisonOperator"] != "GreaterThanOrEqualToThreshold" {
+				t.Errorf("%s: scale-from-zero alarm %v", model, a.Props)
+			}
+			byModel[model].threshold = a.Props["Threshold"].(float64)
+		}
+	}
+	for _, m := range fixture.Models {
+		name := cmpOr(m.Name, m.ModelID)
+		t.Run(lull.Slug(name), func(t *testing.T) {
+			g := byModel[name]
+			if g == nil {
+				t.Fatal("no policies")
+			}
+			wantTarget := m.TargetBacklogPerInstance
+			if wantTarget == 0 {
+				wantTarget = backlog.DefaultTargetBacklogPerInstance
+			}
+			if g.target != wantTarget || g.threshold != backlog.ScaleFromZeroThreshold || g.stepAdd != backlog.ScaleFromZeroInstances {
+				t.Fatalf("target %v threshold %v step %v; want %v, %v, %v", g.target, g.threshold, g.stepAdd,
+					wantTarget, backlog.ScaleFromZeroThreshold, backlog.ScaleFromZeroInstances)
+			}
+			fires := func(s backlog.Sample) bool {
+				for _, d := range backlog.Decide(s).Data() {
+					if d.Name == backlog.MetricUnservedBacklog {
+						return d.Value >= g.threshold
+					}
+				}
+				t.Fatal("scaler publishes no UnservedBacklog")
+				return false
+			}
+			perInstance := func(s backlog.Sample) float64 {
+				for _, d := range backlog.Decide(s).Data() {
+					if d.Name == backlog.MetricBacklogPerInstance {
+						return d.Value
+					}
+				}
+				t.Fatal("scaler publishes no BacklogPerInstance")
+				return 0
+			}
+			if !fires(backlog.Sample{Visible: 1}) {
+				t.Error("one waiting message and no instance: the scale-from-zero alarm stays quiet")
+			}
+			if fires(backlog.Sample{}) || fires(backlog.Sample{Visible: 500, Instances: 1}) {
+				t.Error("the scale-from-zero alarm fires with an empty queue or with capacity")
+			}
+			// After the step policy: target tracking sizes the group to
+			// ceil(backlog / target) with the template's target.
+			capacity := int(g.stepAdd)
+			const visible = 1000
+			for range 5 {
+				v := perInstance(backlog.Sample{Visible: visible, Instances: capacity})
+				capacity = int(float64(capacity)*v/g.target + 0.999999)
+			}
+			if want := backlog.DesiredInstances(visible, g.target, 0, 1<<30); capacity != want {
+				t.Errorf("target tracking settles at %d instances for %d messages, want %d", capacity, visible, want)
+			}
+		})
+	}
+}
+
+func TestResources(t *testing.T) {
+	m := func(v map[string]any) *map[string]any { return &v }
+	arr := func(v ...any) *[]any { return &v }
+	like := func(v map[string]any) assertions.Matcher { return assertions.Match_ObjectLike(&v) }
+	check(t, "table", func() {
+		template.ResourceCountIs(jsii.String("AWS::DynamoDB::Table"), jsii.Number(1))
+		gsi := func(n string) any {
+			return like(map[string]any{"IndexName": n, "KeySchema": []any{
+				map[string]any{"AttributeName": n + "pk", "KeyType": "HASH"}, map[string]any{"AttributeName": n + "sk", "KeyType": "RANGE"}}})
+		}
+		template.HasResourceProperties(jsii.String("AWS::DynamoDB::Table"), m(map[string]any{
+			"BillingMode": "PAY_PER_REQUEST",
+			"KeySchema":   []any{map[string]any{"AttributeName": "pk", "KeyType": "HASH"}, map[string]any{"AttributeName": "sk", "KeyType": "RANGE"}},
+			"AttributeDefinitions": assertions.Match_ArrayWith(arr(
+				map[string]any{"AttributeName": "pk", "AttributeType": "S"}, map[string]any{"AttributeName": "sk", "AttributeType": "S"})),
+			"GlobalSecondaryIndexes":           assertions.Match_ArrayWith(arr(gsi("gsi1"), gsi("gsi2"), gsi("gsi3"))),
+			"TimeToLiveSpecification":          map[string]any{"AttributeName": "ttl", "Enabled": true},
+			"PointInTimeRecoverySpecification": map[string]any{"PointInTimeRecoveryEnabled": true},
+		}))
+	})
+	check(t, "queues", func() {
+		for _, name := range []string{"requests-qwen-7b", "requests-meta-llama-llama-3-2-1b-instruct", "events", "batch"} {
+			template.HasResourceProperties(jsii.String("AWS::SQS::Queue"), m(map[string]any{
+				"QueueName": name, "SqsManagedSseEnabled": true,
+				"RedrivePolicy": like(map[string]any{"maxReceiveCount": lull.MaxReceiveCount}),
+			}))
+			template.HasResourceProperties(jsii.String("AWS::SQS::Queue"), m(map[string]any{"QueueName": name + "-dlq"}))
+		}
+		template.ResourceCountIs(jsii.String("AWS::SQS::Queue"), jsii.Number(2*(len(fixture.Models)+2)))
+		// Every queue refuses plain HTTP.
+		template.ResourceCountIs(jsii.String("AWS::SQS::QueuePolicy"), jsii.Number(2*(len(fixture.Models)+2)))
+	})
+	check(t, "event sources", func() {
+		template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(2+len(fixture.Models)))
+		template.AllResourcesProperties(jsii.String("AWS::Lambda::EventSourceMapping"), m(map[string]any{
+			"FunctionResponseTypes": []any{"ReportBatchItemFailures"}}))
+	})
+	check(t, "bucket", func() {
+		rule := func(p string) any {
+			return like(map[string]any{"Prefix": p, "Status": "Enabled", "ExpirationInDays": assertions.Match_AnyValue()})
+		}
+		template.HasResourceProperties(jsii.String("AWS::S3::Bucket"), m(map[string]any{
+			"BucketEncryption": like(map[string]any{"ServerSideEncryptionConfiguration": []any{
+				map[string]any{"ServerSideEncryptionByDefault": map[string]any{"SSEAlgorithm": "AES256"}}}}),
+			"PublicAccessBlockConfiguration": map[string]any{"BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true},
+			"LifecycleConfiguration":         map[string]any{"Rules": assertions.Match_ArrayWith(arr(rule("inputs/"), rule("outputs/"), rule("files/")))},
+		}))
+		template.HasResourceProperties(jsii.String("AWS::S3::BucketPolicy"), m(map[string]any{"PolicyDocument": like(map[string]any{
+			"Statement": assertions.Match_ArrayWith(arr(like(map[string]any{"Effect": "Deny", "Condition": map[string]any{"Bool": map[string]any{"aws:SecureTransport": "false"}}})))})}))
+	})
+	check(t, "http api", func() {
+		template.HasResourceProperties(jsii.String("AWS::ApiGatewayV2::Api"), m(map[string]any{"ProtocolType": "HTTP"}))
+		template.HasResourceProperties(jsii.String("AWS::ApiGatewayV2::Integration"), m(map[string]any{
+			"IntegrationType": "AWS_PROXY", "PayloadFormatVersion": "2.0"}))
+		template.HasResourceProperties(jsii.String("AWS::ApiGatewayV2::Route"), m(map[string]any{"RouteKey": "$default"}))
+		template.HasResourceProperties(jsii.String("AWS::ApiGatewayV2::Stage"), m(map[string]any{
+			"StageName": "$default", "AutoDeploy": true,
+			"DefaultRouteSettings": map[string]any{"ThrottlingRateLimit": 100, "ThrottlingBurstLimit": 200},
+			"AccessLogSettings":    like(map[string]any{"DestinationArn": assertions.Match_AnyValue()}),
+		}))
+		template.HasResourceProperties(jsii.String("AWS::ApiGatewayV2::DomainName"), m(map[string]any{"DomainName": "api.example.com"}))
+	})
+	check(t, "lambdas", func() {
+		template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(len(lull.LambdaNames)))
+		template.AllResourcesProperties(jsii.String("AWS::Lambda::Function"), m(map[string]any{
+			"Runtime": "provided.al2023", "Architectures": []any{"arm64"}, "Handler": "bootstrap"}))
+		template.HasResourceProperties(jsii.String("AWS::Events::Rule"), m(map[string]any{
+			"ScheduleExpression": "rate(1 minute)", "State": "ENABLED"}))
+		template.AllResourcesProperties(jsii.String("AWS::Logs::LogGroup"), m(map[string]any{"RetentionInDays": 30}))
+	})
+	check(t, "fleet", func() {
+		template.ResourceCountIs(jsii.String("AWS::AutoScaling::AutoScalingGroup"), jsii.Number(len(fixture.Models)))
+		template.AllResourcesProperties(jsii.String("AWS::AutoScaling::AutoScalingGroup"), m(map[string]any{
+			"MinSize": "0", "CapacityRebalance": true,
+			"MixedInstancesPolicy": like(map[string]any{"InstancesDistribution": map[string]any{
+				"OnDemandBaseCapacity": 0, "OnDemandPercentageAboveBaseCapacity": 0, "SpotAllocationStrategy": "price-capacity-optimized"}}),
+		}))
+		template.HasResourceProperties(jsii.String("AWS::AutoScaling::AutoScalingGroup"), m(map[string]any{
+			"MaxSize": "3",
+			"MixedInstancesPolicy": like(map[string]any{"LaunchTemplate": like(map[string]any{"Overrides": []any{
+				map[string]any{"InstanceType": "g6.xlarge"}, map[string]any{"InstanceType": "g5.xlarge"}, map[string]any{"InstanceType": "g6e.xlarge"}}})}),
+		}))
+		template.AllResourcesProperties(jsii.String("AWS::EC2::LaunchTemplate"), m(map[string]any{"LaunchTemplateData": like(map[string]any{
+			"MetadataOptions":     like(map[string]any{"HttpTokens": "required"}),
+			"BlockDeviceMappings": []any{like(map[string]any{"Ebs": like(map[string]any{"Encrypted": true, "VolumeType": "gp3", "VolumeSize": 200})})},
+		})}))
+		template.ResourceCountIs(jsii.String("AWS::AutoScaling::LifecycleHook"), jsii.Number(len(fixture.Models)))
+		for _, arch := range []string{"x86_64", "arm64"} {
+			template.HasParameter(jsii.String("*"), m(map[string]any{
+				"Type":    "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+				"Default": "/aws/service/deeplearning/ami/" + arch + "/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id",
+			}))
+		}
+	})
+	check(t, "monitoring", func() {
+		template.ResourceCountIs(jsii.String("AWS::CloudWatch::Dashboard"), jsii.Number(1))
+		// DLQ depth on every DLQ.
+		for _, name := range []string{"requests-qwen-7b-dlq", "events-dlq", "batch-dlq"} {
+			template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), m(map[string]any{
+				"MetricName": "ApproximateNumberOfMessagesVisible", "Threshold": 1,
+				"Dimensions": []any{map[string]any{"Name": "QueueName", "Value": like(map[string]any{"Fn::GetAtt": arr(
+					assertions.Match_StringLikeRegexp(jsii.String(fmt.Sprintf("^Lull(%s)", map[string]string{
+						"requests-qwen-7b-dlq": "RequestsQwen7bDLQ", "events-dlq": "EventsDLQ", "batch-dlq": "BatchDLQ"}[name]))), "QueueName")})}},
+			}))
+		}
+		// Oldest request against half the default 24h window.
+		template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), m(map[string]any{
+			"MetricName": "ApproximateAgeOfOldestMessage", "Threshold": 12 * 3600, "ComparisonOperator": "GreaterThanThreshold"}))
+		template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), m(map[string]any{
+			"MetricName": "Errors", "Namespace": "AWS/Lambda", "AlarmDescription": assertions.Match_StringLikeRegexp(jsii.String("webhooks"))}))
+		template.HasResourceProperties(jsii.String("AWS::SNS::Subscription"), m(map[string]any{"Protocol": "email", "Endpoint": "ops@example.com"}))
+	})
+}
+
+// TestNag fails on any unsuppressed cdk-nag AwsSolutions error.
+func TestNag(t *testing.T) {
+	var errs, warnings []string
+	for _, msg := range messages {
+		line := fmt.Sprintf("%s: %v", *msg.Id, msg.Entry.Data)
+		switch msg.Level {
+		case cxapi.SynthesisMessageLevel_ERROR:
+			errs = append(errs, line)
+		case cxapi.SynthesisMessageLevel_WARNING:
+			warnings = append(warnings, line)
+		}
+	}
+	for _, w := range warnings {
+		t.Log("warning:", w)
+	}
+	if len(errs) > 0 {
+		t.Errorf("%d unsuppressed errors:\n%s", len(errs), strings.Join(errs, "\n"))
+	}
+}
+
+func TestValidate(t *testing.T) {
+	good := fixture
+	good.BuildDir = "build"
+	if err := good.Validate(); err != nil {
+		t.Fatalf("fixture: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*lull.Props)
+		want   string
+	}{
+		{"NoModels", func(p *lull.Props) { p.Models = nil }, "at least one model"},
+		{"NoBuildDir", func(p *lull.Props) { p.BuildDir = "" }, "BuildDir"},
+		{"MixedArch", func(p *lull.Props) { p.Models[0].InstanceTypes = []string{"g5.xlarge", "g5g.xlarge"} }, "mix architectures"},
+		{"UnknownWorkerVar", func(p *lull.Props) { p.Models[0].WorkerEnv = map[string]string{"LULL_NOPE": "1"} }, "LULL_NOPE is not read by the worker"},
+		{"ManagedWorkerVar", func(p *lull.Props) { p.Models[0].WorkerEnv = map[string]string{"LULL_QUEUE_URL": "x"} }, "set by the construct"},
+		{"ShellInArgs", func(p *lull.Props) { p.Models[0].VLLMArgs = []string{"--x", "$(reboot)"} }, "may not contain"},
+		{"SameSlug", func(p *lull.Props) { p.Models[1].Name = "Qwen 7B" }, "share the slug"},
+		{"Bounds", func(p *lull.Props) { p.Models[0].MinInstances = 5 }, "MinInstances"},
+		{"LongWindow", func(p *lull.Props) { p.MaxCompletionWindow = 15 * 24 * 3600e9 }, "MaxCompletionWindow"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := good
+			p.Models = slices.Clone(good.Models)
+			tc.change(&p)
+			if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := lull.NewService(nil, "x", lull.Props{Models: good.Models, BuildDir: t.TempDir()}); err == nil ||
+		!strings.Contains(err.Error(), "make lambdas gpuworker-dist") {
+		t.Fatalf("missing artifacts: %v", err)
+	}
+}
+
+func TestSlugArch(t *testing.T) {
+	for in, want := range map[string]string{
+		"meta-llama/Llama-3.1-8B-Instruct": "meta-llama-llama-3-1-8b-instruct", "qwen-7b": "qwen-7b", "  A__B  ": "a-b",
+		strings.Repeat("x", 60): strings.Repeat("x", 48),
+	} {
+		if got := lull.Slug(in); got != want {
+			t.Errorf("Slug(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"g5g.xlarge": "arm64", "g5.xlarge": "amd64", "g6e.12xlarge": "amd64", "g4dn.xlarge": "amd64", "p5.48xlarge": "amd64", "gr6.4xlarge": "amd64"} {
+		if got := lull.Arch(in); got != want {
+			t.Errorf("Arch(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestExampleConfig keeps the shipped example config valid.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := lull.ReadConfig("../lull.config.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.Props("../build"); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"modles": []}`), 0o644)
+	if _, err := lull.ReadConfig(bad); err == nil || !strings.Contains(err.Error(), "modles") {
+		t.Fatalf("unknown field: %v", err)
+	}
+}

@@ -1,0 +1,305 @@
+// Package lull is the reusable CDK construct that deploys the whole lull
+// system into one account and region: the DynamoDB table, the SQS queues, the
+// S3 bucket, the HTTP API and its Lambdas, one spot GPU fleet per model, and
+// the alarms and dashboard that watch them.
+//
+// The environment each runtime binary reads is declared once, in the root
+// module (settings.API, settings.Webhooks, settings.Batch, settings.Scaler,
+// settings.DLQ and worker.Config). NewService sets exactly those variables,
+// refuses extra worker variables the worker does not read, and its tests
+// compare the synthesized template against envconfig.Vars of each struct.
+package lull
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+
+	"github.com/lull-ai/lull/gpuworker/worker"
+	"github.com/lull-ai/lull/lambdas/scaler/backlog"
+	"github.com/lull-ai/lull/shared/envconfig"
+)
+
+// Props configures a lull deployment. Zero values take the documented
+// defaults; Validate reports what is wrong, naming the field.
+type Props struct {
+	// Models are the models the fleet serves; at least one.
+	Models []ModelProps
+
+	// BuildDir holds the prebuilt artifacts (`make lambdas gpuworker-dist`):
+	// lambda/<name>/bootstrap for each Lambda and
+	// gpuworker/linux-<arch>/gpuworker for each worker architecture.
+	BuildDir string
+
+	// DefaultCompletionWindow applies when a request names none; 24h.
+	DefaultCompletionWindow time.Duration
+	// MaxCompletionWindow is the longest window a request may ask for; 168h.
+	// Request queues keep messages this long plus a day (at most 14 days,
+	// the SQS limit), so it may be at most 13 days.
+	MaxCompletionWindow time.Duration
+	// Retention is how long finished generations are kept: the DynamoDB TTL
+	// the API sets and the expiry of inputs/ and outputs/ objects; 720h.
+	Retention time.Duration
+	// FileRetention is how long files/ objects (Batch API inputs and
+	// outputs) live; Retention when zero.
+	FileRetention time.Duration
+	// LogRetention applies to every log group; one month when zero.
+	LogRetention awslogs.RetentionDays
+
+	// MetricNamespace is where the scaler publishes BacklogPerInstance; "Lull".
+	MetricNamespace string
+	// NamePrefix prefixes the physical names of queues, so two deployments
+	// can share an account and region; "" gives requests-<model-slug>.
+	NamePrefix string
+
+	// ThrottleRate and ThrottleBurst limit the HTTP API's default stage
+	// (requests per second, burst); 100 and 200.
+	ThrottleRate  float64
+	ThrottleBurst int
+	// Domain, when set, serves the API on a custom domain.
+	Domain *DomainProps
+
+	// VPC hosts the GPU fleet; nil creates a VPC with public subnets only
+	// (no NAT gateway: instances reach AWS APIs through gateway endpoints
+	// and the internet through their public address; nothing may connect
+	// in).
+	VPC awsec2.IVpc
+	// AlarmEmail, when set, subscribes this address to the alarm topic.
+	AlarmEmail string
+	// HuggingFaceTokenParameter names an SSM SecureString parameter holding
+	// a Hugging Face token, for gated models; the worker exports it as
+	// HF_TOKEN to vLLM.
+	HuggingFaceTokenParameter string
+	// DestroyOnRemoval deletes the table and the bucket when the stack is
+	// deleted (the bucket must be empty). Off: both are retained.
+	DestroyOnRemoval bool
+}
+
+// DomainProps is a custom domain for the HTTP API.
+type DomainProps struct {
+	// Name is the domain, e.g. api.example.com; point a CNAME (or alias) at
+	// the stack output RegionalDomainName.
+	Name string
+	// CertificateArn is an ACM certificate for Name in the stack's region.
+	CertificateArn string
+}
+
+// ModelProps is one model and the GPU fleet that serves it.
+type ModelProps struct {
+	// ModelID is what vLLM loads, e.g. "Qwen/Qwen2.5-7B-Instruct".
+	ModelID string
+	// Name is the model name clients send; ModelID when empty. The key of
+	// LULL_MODEL_QUEUES and the slug of the queue and group names.
+	Name string
+	// VLLMArgs are extra `vllm serve` arguments, e.g. --max-model-len 8192.
+	// No argument may contain whitespace or quotes.
+	VLLMArgs []string
+	// VLLMVersion is the vllm package installed from PyPI; DefaultVLLMVersion.
+	VLLMVersion string
+	// InstanceTypes are the GPU types the group may launch (several, for
+	// spot capacity), all of one CPU architecture; e.g. g6.xlarge,
+	// g5.xlarge, g6e.xlarge.
+	InstanceTypes []string
+	// MinInstances and MaxInstances bound the group; 0 and 4.
+	MinInstances int
+	MaxInstances int
+	// TargetBacklogPerInstance is the target tracking target;
+	// backlog.DefaultTargetBacklogPerInstance when zero.
+	TargetBacklogPerInstance float64
+	// RootVolumeGiB is the encrypted gp3 root volume (the AMI needs 75 GiB;
+	// weights are cached there); 200.
+	RootVolumeGiB int
+	// WorkerEnv sets further worker.Config variables (e.g.
+	// LULL_GATE_TARGET_RUNNING); any name worker.Config does not read is an
+	// error.
+	WorkerEnv map[string]string
+}
+
+// DefaultVLLMVersion is the vLLM release the fleet installs unless a model
+// names another.
+const DefaultVLLMVersion = "0.33.0"
+
+// uvVersion is the uv release the user data installs vLLM with.
+const uvVersion = "0.13.8"
+
+// LambdaNames lists the Lambdas; the code of each is BuildDir/lambda/<name>/bootstrap.
+var LambdaNames = []string{"api", "webhooks", "batch", "scaler", "dlq"}
+
+// withDefaults returns p with every zero value replaced by its default.
+func (p Props) withDefaults() Props {
+	if p.DefaultCompletionWindow == 0 {
+		p.DefaultCompletionWindow = 24 * time.Hour
+	}
+	if p.MaxCompletionWindow == 0 {
+		p.MaxCompletionWindow = 168 * time.Hour
+	}
+	if p.Retention == 0 {
+		p.Retention = 720 * time.Hour
+	}
+	if p.FileRetention == 0 {
+		p.FileRetention = p.Retention
+	}
+	if p.LogRetention == "" {
+		p.LogRetention = awslogs.RetentionDays_ONE_MONTH
+	}
+	if p.MetricNamespace == "" {
+		p.MetricNamespace = "Lull"
+	}
+	if p.ThrottleRate == 0 {
+		p.ThrottleRate = 100
+	}
+	if p.ThrottleBurst == 0 {
+		p.ThrottleBurst = 200
+	}
+	models := make([]ModelProps, len(p.Models))
+	for i, m := range p.Models {
+		if m.Name == "" {
+			m.Name = m.ModelID
+		}
+		if m.VLLMVersion == "" {
+			m.VLLMVersion = DefaultVLLMVersion
+		}
+		if m.MaxInstances == 0 {
+			m.MaxInstances = 4
+		}
+		if m.TargetBacklogPerInstance == 0 {
+			m.TargetBacklogPerInstance = backlog.DefaultTargetBacklogPerInstance
+		}
+		if m.RootVolumeGiB == 0 {
+			m.RootVolumeGiB = 200
+		}
+		models[i] = m
+	}
+	p.Models = models
+	return p
+}
+
+var (
+	safeArg     = regexp.MustCompile(`^[^\s"'\\$` + "`" + `]+$`)
+	instanceRe  = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
+	graviton    = regexp.MustCompile(`^[a-z]+[0-9]+[a-z]*g[a-z]*$`)
+	versionRe   = regexp.MustCompile(`^[0-9][0-9A-Za-z.+-]*$`)
+	managedVars = []string{"LULL_MODEL", "LULL_QUEUE_URL", "LULL_EVENTS_QUEUE_URL", "LULL_TABLE", "LULL_BUCKET",
+		"LULL_VLLM_COMMAND", "LULL_ENGINE_MODEL", "LULL_IMDS_URL", "LULL_ASG_NAME", "LULL_LIFECYCLE_HOOK"}
+)
+
+// Validate reports every invalid field of p (after defaults), or nil.
+func (p Props) Validate() error {
+	p = p.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(p.Models) == 0 {
+		bad("Models: at least one model is required")
+	}
+	if p.BuildDir == "" {
+		bad("BuildDir is required")
+	}
+	if p.DefaultCompletionWindow > p.MaxCompletionWindow {
+		bad("DefaultCompletionWindow %s exceeds MaxCompletionWindow %s", p.DefaultCompletionWindow, p.MaxCompletionWindow)
+	}
+	if p.MaxCompletionWindow > 13*24*time.Hour {
+		bad("MaxCompletionWindow %s: at most 312h (SQS keeps messages 14 days)", p.MaxCompletionWindow)
+	}
+	if p.Retention < 24*time.Hour || p.FileRetention < 24*time.Hour {
+		bad("Retention and FileRetention must be at least 24h")
+	}
+	if p.Domain != nil && (p.Domain.Name == "" || p.Domain.CertificateArn == "") {
+		bad("Domain: Name and CertificateArn are both required")
+	}
+	known := envconfig.Names(&worker.Config{})
+	slugs := map[string]string{}
+	for i, m := range p.Models {
+		field := fmt.Sprintf("Models[%d]", i)
+		if m.ModelID == "" {
+			bad("%s.ModelID is required", field)
+		}
+		slug := Slug(m.Name)
+		if slug == "" {
+			bad("%s.Name %q has no letters or digits", field, m.Name)
+		} else if other, dup := slugs[slug]; dup {
+			bad("%s.Name %q and %q share the slug %q", field, m.Name, other, slug)
+		}
+		slugs[slug] = m.Name
+		if len(m.InstanceTypes) == 0 {
+			bad("%s.InstanceTypes: at least one GPU instance type is required", field)
+		}
+		arch := ""
+		for _, it := range m.InstanceTypes {
+			if !instanceRe.MatchString(it) {
+				bad("%s.InstanceTypes: %q is not an instance type", field, it)
+				continue
+			}
+			if a := Arch(it); arch == "" {
+				arch = a
+			} else if a != arch {
+				bad("%s.InstanceTypes mix architectures (%s and %s): one launch template has one AMI", field, arch, a)
+			}
+		}
+		if m.MinInstances < 0 || m.MaxInstances < 1 || m.MinInstances > m.MaxInstances {
+			bad("%s: need 0 <= MinInstances (%d) <= MaxInstances (%d), MaxInstances >= 1", field, m.MinInstances, m.MaxInstances)
+		}
+		if m.TargetBacklogPerInstance <= 0 {
+			bad("%s.TargetBacklogPerInstance must be positive", field)
+		}
+		if m.RootVolumeGiB < 75 {
+			bad("%s.RootVolumeGiB %d: the Deep Learning AMI needs at least 75", field, m.RootVolumeGiB)
+		}
+		if !versionRe.MatchString(m.VLLMVersion) {
+			bad("%s.VLLMVersion %q is not a version", field, m.VLLMVersion)
+		}
+		for _, a := range append([]string{m.ModelID}, m.VLLMArgs...) {
+			if a != "" && !safeArg.MatchString(a) {
+				bad("%s: vLLM argument %q may not contain whitespace, quotes, '$', '`' or '\\'", field, a)
+			}
+		}
+		for k, v := range m.WorkerEnv {
+			switch {
+			case !slices.Contains(known, k):
+				bad("%s.WorkerEnv: %s is not read by the worker (worker.Config)", field, k)
+			case slices.Contains(managedVars, k):
+				bad("%s.WorkerEnv: %s is set by the construct", field, k)
+			case strings.ContainsAny(v, "\"\n\\$`"):
+				bad("%s.WorkerEnv: %s may not contain quotes, newlines, '$', '`' or '\\'", field, k)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Slug turns a model name into the lowercase [a-z0-9-] form used in queue
+// and group names ("meta-llama/Llama-3.1-8B" → "meta-llama-llama-3-1-8b"),
+// at most 48 characters.
+func Slug(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	s := strings.TrimRight(b.String(), "-")
+	if len(s) > 48 {
+		s = strings.TrimRight(s[:48], "-")
+	}
+	return s
+}
+
+// Arch is the CPU architecture of an instance type as the worker build
+// names it: "arm64" for Graviton families (g5g, c7g…), else "amd64".
+func Arch(instanceType string) string {
+	family, _, _ := strings.Cut(instanceType, ".")
+	if graviton.MatchString(family) {
+		return "arm64"
+	}
+	return "amd64"
+}
