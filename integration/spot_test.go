@@ -15,15 +15,22 @@ import (
 	"github.com/lull-ai/lull/localstack/devstack"
 )
 
-// startIMDSMock builds and runs AWS's own IMDS mock (amazon-ec2-metadata-mock
-// v1.12.0, pinned as a tool in go.mod) with a spot interruption notice that
-// appears after noticeIn and announces termination at terminateAt.
-func startIMDSMock(t *testing.T, noticeIn time.Duration, terminateAt time.Time) string {
+// buildIMDSMock builds AWS's own IMDS mock (amazon-ec2-metadata-mock
+// v1.12.0, pinned as a tool in go.mod). Build before timing anything: on a
+// cold build cache it takes a while.
+func buildIMDSMock(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "ec2-metadata-mock")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/aws/amazon-ec2-metadata-mock/cmd").CombinedOutput(); err != nil {
 		t.Fatalf("build IMDS mock: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startIMDSMock runs the mock with a spot interruption notice that appears
+// after noticeIn and announces termination at terminateAt.
+func startIMDSMock(t *testing.T, bin string, noticeIn time.Duration, terminateAt time.Time) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -52,9 +59,10 @@ func TestSpotInterruptionDrains(t *testing.T) {
 	t.Parallel()
 	eng := newEngine(t, vllmsimConfig())
 	st := startStack(t, devstack.Config{Workers: -1, VLLMURL: eng.URL(), Visibility: 30 * time.Second})
+	bin := buildIMDSMock(t)
 	start := time.Now()
 	noticeIn, terminateAt := 4*time.Second, start.Add(14*time.Second)
-	md := imds.New(startIMDSMock(t, noticeIn, terminateAt))
+	md := imds.New(startIMDSMock(t, bin, noticeIn, terminateAt))
 	if n, err := md.Check(context.Background()); err != nil || n != nil {
 		t.Fatalf("before the notice: %+v, %v", n, err)
 	}
