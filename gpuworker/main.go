@@ -22,7 +22,6 @@ import (
 	"github.com/lull-ai/lull/gpuworker/imds"
 	"github.com/lull-ai/lull/gpuworker/lifecycle"
 	"github.com/lull-ai/lull/gpuworker/supervisor"
-	"github.com/lull-ai/lull/gpuworker/vllm"
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
@@ -51,11 +50,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	engine := vllm.New(cfg.VLLMURL, nil)
-	engine.Model = cfg.EngineModel
-	if cfg.AsyncPriority != 0 {
-		engine.Priority = &cfg.AsyncPriority
-	}
+	engine := worker.NewEngine(cfg)
 	deps := worker.Deps{
 		Generations: dynamodb.New(clients.DynamoDB, cfg.Table),
 		Queue:       sqs.New(clients.SQS, cfg.QueueURL),

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"errors"
+	"github.com/lull-ai/lull/gpuworker/vllm"
 	"time"
 )
 
@@ -50,4 +51,16 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("LULL_GATE must be fixed, metrics or queue-depth"))
 	}
 	return errors.Join(errs...)
+}
+
+// NewEngine returns the engine client this configuration describes: the
+// engine at VLLMURL, the engine-side model name, and the async priority.
+func NewEngine(c Config) *vllm.Client {
+	e := vllm.New(c.VLLMURL, nil)
+	e.Model = c.EngineModel
+	if c.AsyncPriority != 0 {
+		p := c.AsyncPriority
+		e.Priority = &p
+	}
+	return e
 }

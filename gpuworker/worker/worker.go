@@ -311,7 +311,6 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 		}
 	}
 	defer markStarted(false)
-	ctx = context.WithValue(ctx, startedKey{}, markStarted)
 	log := w.deps.Logger.With("message_id", m.ID)
 	var job lull.Job
 	if err := json.Unmarshal(m.Body, &job); err != nil || !lull.ValidID("gen", job.GenerationID) {
@@ -336,7 +335,7 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 	defer w.stats.InFlight.Add(-1)
 	log = log.With("attempt", g.Attempts)
 	log.InfoContext(ctx, "generation started")
-	w.run(ctx, log, m, job, g)
+	w.run(ctx, log, m, job, g, markStarted)
 }
 
 // notStartable handles a delivery whose generation could not move to
@@ -374,7 +373,8 @@ func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Mess
 }
 
 // run executes a started generation.
-func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job lull.Job, g *lull.Generation) {
+// started is called with true when the request goes to the engine.
+func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job lull.Job, g *lull.Generation, started func(sent bool)) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var hb sync.WaitGroup
@@ -391,6 +391,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job 
 			return
 		}
 	}
+	started(true)
 	res, err := w.callEngine(runCtx, log, g, body)
 	switch {
 	case err == nil:
@@ -426,15 +427,8 @@ func engineMessage(err error) string {
 	return err.Error()
 }
 
-// startedKey carries the callback that tells the gate a received message
-// has reached the engine.
-type startedKey struct{}
-
 // callEngine runs the request, retrying transient errors with backoff.
 func (w *Worker) callEngine(ctx context.Context, log *slog.Logger, g *lull.Generation, body []byte) (*vllm.Result, error) {
-	if f, ok := ctx.Value(startedKey{}).(func(bool)); ok {
-		f(true)
-	}
 	var err error
 	for attempt := 1; attempt <= w.cfg.EngineRetries; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)

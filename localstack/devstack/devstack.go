@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lull-ai/lull/gpuworker/vllm"
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
 	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
@@ -293,10 +292,7 @@ func (s *Stack) StartWorker(ctx context.Context, change func(*worker.Config)) (*
 	if change != nil {
 		change(&cfg)
 	}
-	engine := vllm.New(cfg.VLLMURL, nil)
-	if cfg.AsyncPriority != 0 {
-		engine.Priority = &cfg.AsyncPriority
-	}
+	engine := worker.NewEngine(cfg)
 	w, err := worker.New(cfg, worker.Deps{
 		Generations: s.Store, Queue: sqs.New(s.Clients.SQS, cfg.QueueURL), Events: sqs.New(s.Clients.SQS, cfg.EventsQueueURL),
 		Blobs: s.Blobs, Engine: engine, Logger: s.cfg.Logger,
