@@ -129,8 +129,11 @@ type Generation struct {
 
 	WebhookID      string
 	IdempotencyKey string
-	BatchID        string
-	CustomID       string
+	// BatchID, CustomID and Line (0-based line of the input file) are set
+	// on the lines of a batch.
+	BatchID  string
+	CustomID string
+	Line     int
 
 	// Attempts counts how many times a worker started the generation.
 	Attempts int

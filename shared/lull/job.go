@@ -68,6 +68,6 @@ func EventFor(g *Generation) Event {
 	typ := EventTypeFor(g.Status)
 	return Event{
 		ID: "evt_" + g.ID[len("gen_"):] + "_" + string(g.Status), Type: typ, Tenant: g.Tenant,
-		GenerationID: g.ID, WebhookID: g.WebhookID, CreatedAt: g.CompletedAt,
+		GenerationID: g.ID, BatchID: g.BatchID, WebhookID: g.WebhookID, CreatedAt: g.CompletedAt,
 	}
 }

@@ -27,7 +27,7 @@ type Webhook struct {
 
 // EventTypes lists every event type a webhook can subscribe to.
 var EventTypes = []string{EventGenerationCompleted, EventGenerationFailed, EventGenerationExpired,
-	"batch.completed", "batch.failed", "batch.expired", "batch.cancelled"}
+	EventBatchCompleted, EventBatchFailed, EventBatchExpired, EventBatchCancelled}
 
 // Wants reports whether the webhook subscribes to events of type typ.
 func (w *Webhook) Wants(typ string) bool {

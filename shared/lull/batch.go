@@ -1,0 +1,249 @@
+package lull
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// File is an uploaded or generated file (OpenAI's file object).
+type File struct {
+	ID        string
+	Tenant    string
+	Purpose   string // "batch" for input files, "batch_output" for output and error files
+	Filename  string
+	Bytes     int64
+	CreatedAt time.Time
+	// Key names the blob holding the content.
+	Key string
+}
+
+// File purposes.
+const (
+	PurposeBatch       = "batch"
+	PurposeBatchOutput = "batch_output"
+)
+
+// FileListOptions selects a page of a tenant's files, newest first.
+type FileListOptions struct {
+	Limit   int    // 1..10000
+	After   string // files older than this ID
+	Purpose string // only this purpose, when set
+}
+
+// UploadStatus is where an upload is (OpenAI's Upload object).
+type UploadStatus string
+
+// Upload statuses: pending → completed | cancelled | expired.
+const (
+	UploadPending   UploadStatus = "pending"
+	UploadCompleted UploadStatus = "completed"
+	UploadCancelled UploadStatus = "cancelled"
+	UploadExpired   UploadStatus = "expired"
+)
+
+// UploadPart is one part added to an upload.
+type UploadPart struct {
+	ID        string
+	Bytes     int64
+	CreatedAt time.Time
+	Key       string // blob holding the part
+}
+
+// Upload is a file sent in parts (OpenAI's Uploads API).
+type Upload struct {
+	ID        string
+	Tenant    string
+	Filename  string
+	Purpose   string
+	MimeType  string
+	Bytes     int64 // the size the client announced
+	Status    UploadStatus
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Parts     []UploadPart
+	FileID    string // set once completed
+}
+
+// BatchStatus is where a batch is in its lifecycle (OpenAI's statuses).
+type BatchStatus string
+
+// Batch statuses: validating → failed | in_progress; in_progress →
+// finalizing → completed | expired; validating | in_progress → cancelling →
+// finalizing → cancelled.
+const (
+	BatchValidating BatchStatus = "validating"
+	BatchFailed     BatchStatus = "failed"
+	BatchInProgress BatchStatus = "in_progress"
+	BatchFinalizing BatchStatus = "finalizing"
+	BatchCompleted  BatchStatus = "completed"
+	BatchExpired    BatchStatus = "expired"
+	BatchCancelling BatchStatus = "cancelling"
+	BatchCancelled  BatchStatus = "cancelled"
+)
+
+// Terminal reports whether s is final.
+func (s BatchStatus) Terminal() bool {
+	switch s {
+	case BatchFailed, BatchCompleted, BatchExpired, BatchCancelled:
+		return true
+	}
+	return false
+}
+
+// BatchError is one reason a batch failed validation, OpenAI-style.
+type BatchError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Param   string `json:"param,omitempty"`
+	Line    int    `json:"line,omitempty"` // 1-based line of the input file; 0 for the whole file
+}
+
+// Batch is a set of requests read from a JSONL file (OpenAI's batch object).
+type Batch struct {
+	ID               string
+	Tenant           string
+	Endpoint         Endpoint
+	InputFileID      string
+	CompletionWindow string
+	Status           BatchStatus
+	Metadata         map[string]string
+	// WebhookID is metadata.webhook_id: the endpoint batch events go to.
+	WebhookID string
+	// CancelRequested is set by a cancel so the finalizer ends as cancelled.
+	CancelRequested bool
+
+	CreatedAt    time.Time
+	InProgressAt time.Time
+	FinalizingAt time.Time
+	CompletedAt  time.Time
+	FailedAt     time.Time
+	ExpiredAt    time.Time
+	CancellingAt time.Time
+	CancelledAt  time.Time
+	ExpiresAt    time.Time
+
+	// Total is the number of lines (requests); Completed and Failed count
+	// lines that ended, each exactly once (Batches.CountLine).
+	Total, Completed, Failed int
+	// Created counts lines stored and enqueued so far; SplitDone says all are.
+	Created   int
+	SplitDone bool
+
+	OutputFileID string
+	ErrorFileID  string
+	Errors       []BatchError
+}
+
+// BatchChange is what one batch transition writes besides the status. Zero
+// fields are left as they are.
+type BatchChange struct {
+	Status BatchStatus
+	// At stamps the timestamp field of Status (e.g. FinalizingAt).
+	At              time.Time
+	Total           *int
+	OutputFileID    string
+	ErrorFileID     string
+	Errors          []BatchError
+	CancelRequested bool
+}
+
+// Batches stores files, uploads and batches, and counts a batch's lines.
+type Batches interface {
+	// CreateFile stores a new file record; ECONFLICT when the ID exists.
+	CreateFile(ctx context.Context, f *File) error
+	// GetFile returns the file or ENOTFOUND.
+	GetFile(ctx context.Context, id string) (*File, error)
+	// ListFiles returns a page of the tenant's files, newest first, and
+	// whether more exist.
+	ListFiles(ctx context.Context, tenant string, opts FileListOptions) ([]*File, bool, error)
+	// DeleteFile removes the file record; ENOTFOUND when missing.
+	DeleteFile(ctx context.Context, id string) error
+
+	// CreateUpload stores a new upload.
+	CreateUpload(ctx context.Context, u *Upload) error
+	// GetUpload returns the upload with its parts, or ENOTFOUND.
+	GetUpload(ctx context.Context, id string) (*Upload, error)
+	// AddUploadPart records a part of a pending upload; ECONFLICT when the
+	// upload is no longer pending.
+	AddUploadPart(ctx context.Context, uploadID string, p UploadPart) error
+	// FinishUpload moves a pending upload to status (completed with fileID,
+	// or cancelled); ECONFLICT when it is no longer pending.
+	FinishUpload(ctx context.Context, id string, status UploadStatus, fileID string) (*Upload, error)
+
+	// CreateBatch stores a new batch.
+	CreateBatch(ctx context.Context, b *Batch) error
+	// GetBatch returns the batch (strongly consistent) or ENOTFOUND.
+	GetBatch(ctx context.Context, id string) (*Batch, error)
+	// ListBatches returns a page of the tenant's batches, newest first.
+	ListBatches(ctx context.Context, tenant, after string, limit int) ([]*Batch, bool, error)
+	// UpdateBatch applies ch if the batch's status is one of from, and
+	// returns the batch as written; ECONFLICT otherwise.
+	UpdateBatch(ctx context.Context, id string, from []BatchStatus, ch BatchChange) (*Batch, error)
+	// SetSplitProgress records that the first created lines are stored and
+	// enqueued, and whether that is all of them.
+	SetSplitProgress(ctx context.Context, id string, created int, done bool) error
+	// CountLine adds the terminal line gen to its batch's Completed (when
+	// its status is completed) or Failed count, once: counted is false when
+	// the line was already counted. It returns the batch after counting.
+	CountLine(ctx context.Context, gen *Generation) (b *Batch, counted bool, err error)
+	// Lines returns a page of the batch's lines in input order after the
+	// cursor ("" for the first page) and the cursor of the next page ("" at
+	// the end).
+	Lines(ctx context.Context, batchID, cursor string, limit int) ([]*Generation, string, error)
+}
+
+// Batch job kinds, the messages on the batch queue.
+const (
+	BatchJobSplit    = "split"    // validate the input file, create and enqueue the lines
+	BatchJobCancel   = "cancel"   // cancel the lines still queued
+	BatchJobFinalize = "finalize" // write the output and error files, end the batch
+)
+
+// BatchJob is the body of a message on the batch queue.
+type BatchJob struct {
+	Kind    string `json:"kind"`
+	BatchID string `json:"batch_id"`
+	Tenant  string `json:"tenant"`
+}
+
+// Batch event types.
+const (
+	EventBatchCompleted = "batch.completed"
+	EventBatchFailed    = "batch.failed"
+	EventBatchExpired   = "batch.expired"
+	EventBatchCancelled = "batch.cancelled"
+)
+
+// BatchEventFor returns the event announcing b's terminal status; its ID is
+// stable across re-sends.
+func BatchEventFor(b *Batch) Event {
+	at := b.CompletedAt
+	switch b.Status {
+	case BatchFailed:
+		at = b.FailedAt
+	case BatchExpired:
+		at = b.ExpiredAt
+	case BatchCancelled:
+		at = b.CancelledAt
+	}
+	return Event{
+		ID: "evt_" + strings.TrimPrefix(b.ID, "batch_") + "_" + string(b.Status), Type: "batch." + string(b.Status),
+		Tenant: b.Tenant, BatchID: b.ID, WebhookID: b.WebhookID, CreatedAt: at,
+	}
+}
+
+// DerivedID returns a stable ID with prefix for the parts, in NewID's
+// format: the same parts always give the same ID. Batch lines and a batch's
+// output files use it so that a retried step stores the same objects.
+func DerivedID(prefix string, parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	enc := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))
+	return prefix + "_" + enc[:26]
+}
+
+// LineID is the generation ID of line n (0-based) of batch batchID.
+func LineID(batchID string, n int) string { return DerivedID("gen", batchID, fmt.Sprint(n)) }
