@@ -18,6 +18,7 @@ import (
 
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/netguard"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Config wires a Server to its dependencies.
@@ -223,7 +224,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeUnknownURL       = "unknown_url"
-	codeModelNotFound    = "model_not_found"
+	codeModelNotFound    = request.CodeModelNotFound
 )
 
 // status maps an error code to its HTTP status. It is the only place that

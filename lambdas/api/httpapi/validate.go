@@ -2,9 +2,7 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -14,28 +12,8 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 )
-
-// slowRequest is what the API reads from a request body to validate it. The
-// body itself is stored and forwarded unchanged.
-type slowRequest struct {
-	Model     string          `json:"model"`
-	Messages  json.RawMessage `json:"messages"`
-	Prompt    json.RawMessage `json:"prompt"`
-	Stream    *bool           `json:"stream"`
-	N         *int            `json:"n"`
-	MaxTokens *int            `json:"max_tokens"`
-	MaxCompl  *int            `json:"max_completion_tokens"`
-	Metadata  json.RawMessage `json:"metadata"`
-}
-
-type message struct {
-	Role      string          `json:"role"`
-	Content   json.RawMessage `json:"content"`
-	ToolCalls json.RawMessage `json:"tool_calls"`
-}
-
-var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
 
 // readBody reads a JSON request body within the size limit.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -58,115 +36,17 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	return body, nil
 }
 
-// validate checks a slow request body for endpoint e and returns the parsed
-// fields that the API uses.
-func (s *Server) validate(e lull.Endpoint, body []byte) (*slowRequest, map[string]string, error) {
-	var req slowRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return nil, nil, lull.ParamError(typeErr.Field, "Invalid type for '%s': expected %s.", typeErr.Field, typeErr.Type)
-		}
-		if errors.As(err, &typeErr) {
-			return nil, nil, lull.Errorf(lull.EINVALID, "The request body must be a JSON object.")
-		}
-		return nil, nil, lull.Errorf(lull.EINVALID, "We could not parse the JSON body of your request: %s.", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if dec.More() {
-		return nil, nil, lull.Errorf(lull.EINVALID, "The request body must hold exactly one JSON object.")
-	}
-	if req.Model == "" {
-		return nil, nil, lull.ParamError("model", "you must provide a model parameter")
-	}
-	if _, ok := s.cfg.Queues[req.Model]; !ok {
-		return nil, nil, &lull.Error{Code: codeModelNotFound, Param: "model",
-			Message: fmt.Sprintf("The model `%s` does not exist or is not served here. See GET /v1/models.", req.Model)}
-	}
-	if req.Stream != nil && *req.Stream {
-		return nil, nil, lull.ParamError("stream", "Streaming is not available for slow requests: the result is delivered later. Remove 'stream' or set it to false.")
-	}
-	if req.N != nil && (*req.N < 1 || *req.N > 128) {
-		return nil, nil, lull.ParamError("n", "'n' must be between 1 and 128.")
-	}
-	for name, v := range map[string]*int{"max_tokens": req.MaxTokens, "max_completion_tokens": req.MaxCompl} {
-		if v != nil && *v < 1 {
-			return nil, nil, lull.ParamError(name, "'%s' must be at least 1.", name)
-		}
-	}
-	switch e {
-	case lull.EndpointChat:
-		if err := validateMessages(req.Messages); err != nil {
-			return nil, nil, err
-		}
-	case lull.EndpointCompletions:
-		if err := validatePrompt(req.Prompt); err != nil {
-			return nil, nil, err
-		}
-	}
-	meta := map[string]string{}
-	if len(req.Metadata) > 0 && string(req.Metadata) != "null" {
-		if err := json.Unmarshal(req.Metadata, &meta); err != nil {
-			return nil, nil, lull.ParamError("metadata", "'metadata' must be an object of string values.")
-		}
-		if len(meta) > 16 {
-			return nil, nil, lull.ParamError("metadata", "'metadata' may have at most 16 keys.")
-		}
-		for k, v := range meta {
-			if len(k) > 64 || len(v) > 512 {
-				return nil, nil, lull.ParamError("metadata", "metadata keys are at most 64 and values at most 512 characters.")
-			}
-		}
-	}
-	return &req, meta, nil
-}
-
-func validateMessages(raw json.RawMessage) error {
-	if len(raw) == 0 || string(raw) == "null" {
-		return lull.ParamError("messages", "Missing required parameter: 'messages'.")
-	}
-	var msgs []message
-	if err := json.Unmarshal(raw, &msgs); err != nil {
-		return lull.ParamError("messages", "'messages' must be an array of message objects.")
-	}
-	if len(msgs) == 0 {
-		return lull.ParamError("messages", "'messages' must contain at least one message.")
-	}
-	for i, m := range msgs {
-		param := fmt.Sprintf("messages[%d]", i)
-		if !roles[m.Role] {
-			return lull.ParamError(param+".role", "Invalid value for 'role': %q. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.", m.Role)
-		}
-		c := bytes.TrimSpace(m.Content)
-		noContent := len(c) == 0 || string(c) == "null"
-		if noContent && !(m.Role == "assistant" && len(m.ToolCalls) > 0) {
-			return lull.ParamError(param+".content", "Missing required parameter: '%s.content'.", param)
-		}
-		if !noContent && c[0] != '"' && c[0] != '[' {
-			return lull.ParamError(param+".content", "'%s.content' must be a string or an array of content parts.", param)
-		}
-	}
-	return nil
-}
-
-func validatePrompt(raw json.RawMessage) error {
-	if len(raw) == 0 || string(raw) == "null" {
-		return lull.ParamError("prompt", "Missing required parameter: 'prompt'.")
-	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return nil
-	}
-	var many []json.RawMessage
-	if json.Unmarshal(raw, &many) != nil || len(many) == 0 {
-		return lull.ParamError("prompt", "'prompt' must be a string or a non-empty array.")
-	}
-	return nil
-}
-
 var windowRE = regexp.MustCompile(`^([0-9]{1,5})(m|h|d)$`)
 
 // window parses X-Lull-Completion-Window ("30m", "1h", "24h", "3d").
+// validate checks a slow request body for endpoint e.
+func (s *Server) validate(e lull.Endpoint, body []byte) (*request.Body, map[string]string, error) {
+	return request.Check(e, body, s.served)
+}
+
+// served reports whether model is served here.
+func (s *Server) served(model string) bool { _, ok := s.cfg.Queues[model]; return ok }
+
 func (s *Server) window(h string) (time.Duration, error) {
 	if h == "" {
 		return s.cfg.DefaultWindow, nil
