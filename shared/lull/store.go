@@ -74,6 +74,12 @@ type Blobs interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
 	// Delete removes the object; a missing object is not an error.
 	Delete(ctx context.Context, key string) error
+	// PutStream stores everything r yields under key and returns its size,
+	// holding at most a small buffer in memory (large files, batch output).
+	PutStream(ctx context.Context, key string, r io.Reader, contentType string) (int64, error)
+	// PresignGet returns a URL that fetches the object without credentials
+	// until ttl passes.
+	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
 }
 
 // Message is one received queue message.
@@ -90,6 +96,14 @@ type Sender interface {
 	// Send enqueues body. groupID spreads work fairly across tenants; delay
 	// postpones visibility (at most 15 minutes).
 	Send(ctx context.Context, body []byte, groupID string, delay time.Duration) error
+}
+
+// BatchSender puts many messages on one queue in few calls.
+type BatchSender interface {
+	Sender
+	// SendBatch enqueues every body with groupID; on error some may have
+	// been sent (sending again is harmless for lull's idempotent consumers).
+	SendBatch(ctx context.Context, bodies [][]byte, groupID string) error
 }
 
 // Queue is one queue a consumer works from.

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	s3sdk "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -23,16 +26,62 @@ type client interface {
 	DeleteObject(context.Context, *s3sdk.DeleteObjectInput, ...func(*s3sdk.Options)) (*s3sdk.DeleteObjectOutput, error)
 }
 
+// presigner lists the presigning calls Blobs makes.
+type presigner interface {
+	PresignGetObject(context.Context, *s3sdk.GetObjectInput, ...func(*s3sdk.PresignOptions)) (*v4.PresignedHTTPRequest, error)
+}
+
 // Blobs stores objects in one bucket.
 type Blobs struct {
 	c      client
+	p      presigner
 	bucket string
+	// SpoolDir is where PutStream buffers a stream before uploading it;
+	// os.TempDir() when empty (Lambda's /tmp).
+	SpoolDir string
 }
 
 var _ lull.Blobs = (*Blobs)(nil)
 
 // New returns Blobs over bucket.
-func New(c *s3sdk.Client, bucket string) *Blobs { return &Blobs{c: c, bucket: bucket} }
+func New(c *s3sdk.Client, bucket string) *Blobs {
+	return &Blobs{c: c, p: s3sdk.NewPresignClient(c), bucket: bucket}
+}
+
+// PutStream implements lull.Blobs. The stream is spooled to a temporary file
+// (so memory stays bounded whatever its size) and sent as one PutObject from
+// that seekable file, which the SDK can sign and retry; S3 takes up to 5 GB
+// this way.
+func (b *Blobs) PutStream(ctx context.Context, key string, r io.Reader, contentType string) (int64, error) {
+	f, err := os.CreateTemp(b.SpoolDir, "lull-spool-*")
+	if err != nil {
+		return 0, fmt.Errorf("s3: spool %s: %w", key, err)
+	}
+	defer func() { f.Close(); os.Remove(f.Name()) }()
+	n, err := io.Copy(f, r)
+	if err != nil {
+		return 0, fmt.Errorf("s3: spool %s: %w", key, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("s3: spool %s: %w", key, err)
+	}
+	_, err = b.c.PutObject(ctx, &s3sdk.PutObjectInput{
+		Bucket: &b.bucket, Key: &key, Body: f, ContentType: aws.String(contentType), ContentLength: aws.Int64(n),
+	})
+	if err != nil {
+		return 0, wrap(err, "put %s", key)
+	}
+	return n, nil
+}
+
+// PresignGet implements lull.Blobs.
+func (b *Blobs) PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	req, err := b.p.PresignGetObject(ctx, &s3sdk.GetObjectInput{Bucket: &b.bucket, Key: &key}, s3sdk.WithPresignExpires(ttl))
+	if err != nil {
+		return "", wrap(err, "presign %s", key)
+	}
+	return req.URL, nil
+}
 
 // Put implements lull.Blobs. The body is sent from a seekable reader so the
 // SDK can sign and retry it over plain HTTP too.

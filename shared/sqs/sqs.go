@@ -19,6 +19,7 @@ import (
 // client lists the SQS calls a Queue makes.
 type client interface {
 	SendMessage(context.Context, *sqssdk.SendMessageInput, ...func(*sqssdk.Options)) (*sqssdk.SendMessageOutput, error)
+	SendMessageBatch(context.Context, *sqssdk.SendMessageBatchInput, ...func(*sqssdk.Options)) (*sqssdk.SendMessageBatchOutput, error)
 	ReceiveMessage(context.Context, *sqssdk.ReceiveMessageInput, ...func(*sqssdk.Options)) (*sqssdk.ReceiveMessageOutput, error)
 	DeleteMessage(context.Context, *sqssdk.DeleteMessageInput, ...func(*sqssdk.Options)) (*sqssdk.DeleteMessageOutput, error)
 	ChangeMessageVisibility(context.Context, *sqssdk.ChangeMessageVisibilityInput, ...func(*sqssdk.Options)) (*sqssdk.ChangeMessageVisibilityOutput, error)
@@ -31,7 +32,10 @@ type Queue struct {
 	url string
 }
 
-var _ lull.Queue = (*Queue)(nil)
+var (
+	_ lull.Queue       = (*Queue)(nil)
+	_ lull.BatchSender = (*Queue)(nil)
+)
 
 // New returns the queue at url.
 func New(c *sqssdk.Client, url string) *Queue { return &Queue{c: c, url: url} }
@@ -50,6 +54,48 @@ func (q *Queue) Send(ctx context.Context, body []byte, groupID string, delay tim
 	}
 	_, err := q.c.SendMessage(ctx, in)
 	return wrap(err, "send to %s", q.url)
+}
+
+// SendBatch implements lull.BatchSender with SendMessageBatch calls of up to
+// ten messages. Entries SQS reports as failed are sent again (up to three
+// tries) and then reported. Success is judged from the Failed list only:
+// some emulators list no Successful entries.
+func (q *Queue) SendBatch(ctx context.Context, bodies [][]byte, groupID string) error {
+	for start := 0; start < len(bodies); start += 10 {
+		chunk := bodies[start:min(start+10, len(bodies))]
+		pending := make(map[string][]byte, len(chunk))
+		for i, b := range chunk {
+			pending[strconv.Itoa(i)] = b
+		}
+		for try := 0; len(pending) > 0; try++ {
+			in := &sqssdk.SendMessageBatchInput{QueueUrl: &q.url}
+			for id, b := range pending {
+				e := types.SendMessageBatchRequestEntry{Id: aws.String(id), MessageBody: aws.String(string(b))}
+				if groupID != "" {
+					e.MessageGroupId = aws.String(groupID)
+				}
+				in.Entries = append(in.Entries, e)
+			}
+			out, err := q.c.SendMessageBatch(ctx, in)
+			if err != nil {
+				return wrap(err, "send batch to %s", q.url)
+			}
+			failed := make(map[string][]byte, len(out.Failed))
+			var last string
+			for _, f := range out.Failed {
+				id := aws.ToString(f.Id)
+				if b, ok := pending[id]; ok {
+					failed[id] = b
+				}
+				last = aws.ToString(f.Code) + ": " + aws.ToString(f.Message)
+			}
+			if len(failed) > 0 && try == 2 {
+				return fmt.Errorf("sqs: send batch to %s: %d of %d entries failed (%s)", q.url, len(failed), len(chunk), last)
+			}
+			pending = failed
+		}
+	}
+	return nil
 }
 
 // Receive implements lull.Queue.

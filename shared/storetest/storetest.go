@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -417,6 +418,29 @@ func Queue(t *testing.T, quirks QueueQuirks, newQueue func(t *testing.T, maxRece
 		}
 		t.Fatal("message never reached the DLQ")
 	})
+	t.Run("SendBatch", func(t *testing.T) {
+		t.Parallel()
+		q, _ := newQueue(t, 0)
+		bs, ok := q.(lull.BatchSender)
+		if !ok {
+			t.Skip("queue has no SendBatch")
+		}
+		var bodies [][]byte
+		want := map[string]bool{}
+		for i := range 23 { // three calls: 10, 10, 3
+			b := fmt.Sprintf(`{"line":%d}`, i)
+			bodies, want[b] = append(bodies, []byte(b)), true
+		}
+		if err := bs.SendBatch(ctx, bodies, "tenant-a"); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range receiveN(t, q, 23) {
+			if !want[string(m.Body)] {
+				t.Errorf("unexpected or duplicate body %s", m.Body)
+			}
+			delete(want, string(m.Body))
+		}
+	})
 	t.Run("VisibilityHides", func(t *testing.T) {
 		t.Parallel()
 		q, _ := newQueue(t, 0)
@@ -453,6 +477,24 @@ func receiveN(t *testing.T, q lull.Queue, n int) []lull.Message {
 	return out
 }
 
+// repeatReader yields p over and over.
+func repeatReader(p []byte) io.Reader { return &repeater{p: p} }
+
+type repeater struct {
+	p   []byte
+	off int
+}
+
+func (r *repeater) Read(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		c := copy(b[n:], r.p[r.off:])
+		n += c
+		r.off = (r.off + c) % len(r.p)
+	}
+	return n, nil
+}
+
 // Blobs runs the suite for lull.Blobs.
 func Blobs(t *testing.T, b lull.Blobs) {
 	ctx := context.Background()
@@ -484,6 +526,33 @@ func Blobs(t *testing.T, b lull.Blobs) {
 		}
 		if err := b.Delete(ctx, key); err != nil {
 			t.Fatalf("second Delete: %v", err)
+		}
+	})
+	t.Run("PutStreamPresign", func(t *testing.T) {
+		t.Parallel()
+		key := "files/" + lull.NewID("t") + "/big.jsonl"
+		line := []byte(`{"custom_id":"x","body":{}}` + "\n")
+		const lines = 200000 // ~5.4 MB, more than one multipart-sized chunk
+		n, err := b.PutStream(ctx, key, io.LimitReader(repeatReader(line), int64(len(line))*lines), "application/jsonl")
+		if err != nil || n != int64(len(line))*lines {
+			t.Fatalf("PutStream = %d, %v", n, err)
+		}
+		got, err := b.Get(ctx, key)
+		if err != nil || !bytes.Equal(got, bytes.Repeat(line, lines)) {
+			t.Fatalf("Get after PutStream = %d bytes, %v", len(got), err)
+		}
+		url, err := b.PresignGet(ctx, key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		fetched, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !bytes.Equal(fetched, got) {
+			t.Fatalf("presigned GET = %d, %d bytes", resp.StatusCode, len(fetched))
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
