@@ -43,8 +43,17 @@ func build(ctx context.Context, log *slog.Logger) (*httpapi.Server, error) {
 		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Logger: log,
 		DefaultWindow: cfg.DefaultWindow, MaxWindow: cfg.MaxWindow, MaxBodyBytes: int64(cfg.MaxBodyBytes),
 		Webhooks: webhooks(store, cfg), Guard: &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks},
-		Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
+		Events:  sqs.Optional(c.SQS, cfg.EventsQueueURL),
+		Batches: batches(store, cfg), BatchQueue: sqs.Optional(c.SQS, cfg.BatchQueueURL),
 	})
+}
+
+// batches enables the Files and Batch APIs when a batch queue is configured.
+func batches(store *dynamodb.Store, cfg settings.API) lull.Batches {
+	if cfg.BatchQueueURL == "" {
+		return nil
+	}
+	return store
 }
 
 // webhooks enables the webhook API when an events queue is configured.

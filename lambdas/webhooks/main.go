@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 
+	"github.com/lull-ai/lull/lambdas/batch/batchjob"
 	"github.com/lull-ai/lull/lambdas/lambdaenv"
 	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
 	"github.com/lull-ai/lull/shared/dynamodb"
@@ -36,6 +37,10 @@ func main() {
 	h := &delivery.Handler{
 		Webhooks: store, Generations: store, Blobs: s3.New(c.S3, cfg.Bucket), Events: sqs.New(c.SQS, cfg.EventsQueueURL),
 		Client: guard.Client(cfg.Timeout), Logger: log, Now: time.Now, MaxPayloadBytes: cfg.MaxPayloadBytes, PublicURL: cfg.PublicURL,
+	}
+	if cfg.BatchQueueURL != "" {
+		h.Batches = store
+		h.Lines = &batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(c.SQS, cfg.BatchQueueURL), Logger: log}
 	}
 	lambda.Start(h.Handle)
 }

@@ -38,9 +38,11 @@ type Webhooks struct {
 	Timeout               time.Duration `env:"LULL_WEBHOOK_TIMEOUT" default:"10s" doc:"timeout of one delivery attempt"`
 	MaxPayloadBytes       int           `env:"LULL_WEBHOOK_MAX_PAYLOAD" default:"262144" doc:"larger generations are delivered without the response, with a link"`
 	PublicURL             string        `env:"LULL_PUBLIC_URL" doc:"the API's public base URL, for links in webhook payloads"`
+	BatchQueueURL         string        `env:"LULL_BATCH_QUEUE_URL" doc:"batch jobs queue URL: batch lines are counted here and the last one queues the finalize job; empty disables"`
 }
 
-// Batch is the configuration of lambdas/batch.
+// Batch is the configuration of lambdas/batch. BatchQueueURL is required
+// there: finalize jobs are sent back to it.
 type Batch struct {
 	Storage
 	Queues

@@ -45,6 +45,21 @@ type Config struct {
 	Guard *netguard.Guard
 	// Events is the events queue, used to schedule manual delivery retries.
 	Events lull.Sender
+	// Batches stores files, uploads and batches; nil disables the Files,
+	// Uploads and Batch APIs.
+	Batches lull.Batches
+	// BatchQueue takes the batch jobs (split, cancel); required with Batches.
+	BatchQueue lull.Sender
+	// MaxFileBytes is the largest file (or upload part) sent in one
+	// request: what API Gateway and Lambda carry. 4 MiB when zero.
+	MaxFileBytes int64
+	// MaxUploadBytes is the largest file assembled through /v1/uploads
+	// (OpenAI's batch input limit, 200 MB, when zero).
+	MaxUploadBytes int64
+	// ContentInlineLimit is the largest file content served in the
+	// response itself; larger content is a redirect to a presigned URL.
+	// 5 MiB when zero.
+	ContentInlineLimit int64
 	// KeyCacheTTL is how long a resolved API key is trusted without a
 	// lookup; 60s when zero, negative disables the cache.
 	KeyCacheTTL time.Duration
@@ -63,6 +78,9 @@ func (c *Config) withDefaults() {
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 2<<20)
 	c.InlineLimit = cmp.Or(c.InlineLimit, 64<<10)
 	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, time.Minute)
+	c.MaxFileBytes = cmp.Or(c.MaxFileBytes, 4<<20)
+	c.MaxUploadBytes = cmp.Or(c.MaxUploadBytes, 200_000_000)
+	c.ContentInlineLimit = cmp.Or(c.ContentInlineLimit, 5<<20)
 	if c.Guard == nil {
 		c.Guard = &netguard.Guard{}
 	}
@@ -72,6 +90,9 @@ func (c *Config) validate() error {
 	var errs []error
 	if c.Generations == nil || c.Keys == nil || c.Blobs == nil {
 		errs = append(errs, errors.New("Generations, Keys and Blobs are required"))
+	}
+	if c.Batches != nil && c.BatchQueue == nil {
+		errs = append(errs, errors.New("BatchQueue is required with Batches"))
 	}
 	if c.Webhooks != nil && c.Events == nil {
 		errs = append(errs, errors.New("Events is required with Webhooks"))
@@ -178,6 +199,10 @@ func (s *Server) routes() {
 	s.route("/v1/slow/models", map[string]handler{http.MethodGet: s.listModels})
 	if s.cfg.Webhooks != nil {
 		s.webhookRoutes()
+	}
+	if s.cfg.Batches != nil {
+		s.fileRoutes()
+		s.batchRoutes()
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, lull.Errorf(codeUnknownURL, "Invalid URL (%s %s).", r.Method, r.URL.Path))

@@ -46,10 +46,22 @@ type Task struct {
 	DueAt      time.Time `json:"due_at,omitzero"`
 }
 
+// LineCounter counts the lines of a batch as their generation events arrive
+// (batchjob.Counter).
+type LineCounter interface {
+	LineDone(ctx context.Context, ev lull.Event) error
+}
+
 // Handler delivers events.
 type Handler struct {
 	Webhooks    lull.Webhooks
 	Generations lull.Generations
+	// Batches loads batches for batch.* payloads; nil when the Batch API is off.
+	Batches lull.Batches
+	// Lines counts batch lines. A batch line's generation event is counted,
+	// never delivered: webhooks hear of a batch once, when it ends, as with
+	// OpenAI. Nil drops such events.
+	Lines LineCounter
 	Blobs       lull.Blobs
 	Events      lull.Sender // the events queue, for scheduled retries
 	Client      *http.Client
@@ -102,6 +114,12 @@ func (h *Handler) process(ctx context.Context, body string) error {
 	now := h.Now()
 	if wait := t.DueAt.Sub(now); wait > 0 {
 		return h.send(ctx, t, wait) // not due yet: hop again
+	}
+	if t.DeliveryID == "" && t.BatchID != "" && t.GenerationID != "" {
+		if h.Lines == nil {
+			return nil
+		}
+		return h.Lines.LineDone(ctx, t.Event)
 	}
 	if t.DeliveryID != "" {
 		w, err := h.Webhooks.GetWebhook(ctx, t.WebhookID)
@@ -211,6 +229,13 @@ func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
 		limit = 256 << 10
 	}
 	var data any = map[string]string{"id": ev.GenerationID}
+	if ev.GenerationID == "" && ev.BatchID != "" && h.Batches != nil {
+		b, err := h.Batches.GetBatch(ctx, ev.BatchID)
+		if err != nil {
+			return nil, err
+		}
+		data = genview.Batch(b)
+	}
 	if ev.GenerationID != "" {
 		g, err := h.Generations.Get(ctx, ev.GenerationID)
 		if err != nil {

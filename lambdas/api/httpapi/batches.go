@@ -1,0 +1,208 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/lull-ai/lull/shared/genview"
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// The Batch API, wire-compatible with OpenAI's: a batch runs every line of a
+// JSONL input file as a generation on the same queues as slow requests.
+
+func (s *Server) batchRoutes() {
+	s.route("/v1/batches", map[string]handler{http.MethodPost: s.createBatch, http.MethodGet: s.listBatches})
+	s.route("/v1/batches/{id}", map[string]handler{http.MethodGet: s.getBatch})
+	s.route("/v1/batches/{id}/cancel", map[string]handler{http.MethodPost: s.cancelBatch})
+}
+
+// batchEndpoints maps the endpoints a batch may name to lull's.
+var batchEndpoints = map[string]lull.Endpoint{
+	"/v1/chat/completions": lull.EndpointChat,
+	"/v1/completions":      lull.EndpointCompletions,
+}
+
+func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		InputFileID      string            `json:"input_file_id"`
+		Endpoint         string            `json:"endpoint"`
+		CompletionWindow string            `json:"completion_window"`
+		Metadata         map[string]string `json:"metadata"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return lull.ParamError(typeErr.Field, "Invalid type for '%s': expected %s.", typeErr.Field, typeErr.Type)
+		}
+		return lull.Errorf(lull.EINVALID, "We could not parse the JSON body of your request.")
+	}
+	if req.InputFileID == "" {
+		return lull.ParamError("input_file_id", "Missing required parameter: 'input_file_id'.")
+	}
+	e, ok := batchEndpoints[req.Endpoint]
+	if !ok {
+		return lull.ParamError("endpoint", "Invalid endpoint %q: supported are /v1/chat/completions and /v1/completions.", req.Endpoint)
+	}
+	if req.CompletionWindow == "" {
+		return lull.ParamError("completion_window", "Missing required parameter: 'completion_window'.")
+	}
+	win, err := s.window(req.CompletionWindow)
+	if err != nil {
+		var le *lull.Error
+		if errors.As(err, &le) {
+			le.Param = "completion_window"
+			le.Message = strings.ReplaceAll(le.Message, "completion window", "completion_window")
+		}
+		return err
+	}
+	if len(req.Metadata) > 16 {
+		return lull.ParamError("metadata", "'metadata' may have at most 16 keys.")
+	}
+	for k, v := range req.Metadata {
+		if len(k) > 64 || len(v) > 512 {
+			return lull.ParamError("metadata", "metadata keys are at most 64 and values at most 512 characters.")
+		}
+	}
+	if id := req.Metadata["webhook_id"]; id != "" {
+		if err := s.checkWebhookRef(r, id); err != nil {
+			return err
+		}
+	}
+	f, err := s.ownFile(r, req.InputFileID)
+	if lull.IsNotFound(err) {
+		return lull.ParamError("input_file_id", "No such File object: %s", req.InputFileID)
+	}
+	if err != nil {
+		return err
+	}
+	if f.Purpose != lull.PurposeBatch {
+		return lull.ParamError("input_file_id", "File %s has purpose %q; a batch reads a file uploaded with purpose 'batch'.", f.ID, f.Purpose)
+	}
+	now := s.cfg.Now().UTC().Truncate(1e6)
+	b := &lull.Batch{
+		ID: lull.NewID("batch"), Tenant: tenant(r), Endpoint: e, InputFileID: f.ID, CompletionWindow: req.CompletionWindow,
+		Status: lull.BatchValidating, Metadata: req.Metadata, WebhookID: req.Metadata["webhook_id"],
+		CreatedAt: now, ExpiresAt: now.Add(win),
+	}
+	if err := s.cfg.Batches.CreateBatch(r.Context(), b); err != nil {
+		return err
+	}
+	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", b.Tenant, "batch_id", b.ID)
+	if err := s.sendBatchJob(r, lull.BatchJobSplit, b); err != nil {
+		// Without its split job the batch would wait forever: end it now and
+		// tell the client to try again.
+		msg := []lull.BatchError{{Code: "enqueue_failed", Message: "The batch could not be queued; create it again."}}
+		if _, uerr := s.cfg.Batches.UpdateBatch(r.Context(), b.ID, []lull.BatchStatus{lull.BatchValidating},
+			lull.BatchChange{Status: lull.BatchFailed, At: s.cfg.Now().UTC(), Errors: msg}); uerr != nil {
+			log.ErrorContext(r.Context(), "batch left validating without a split job", "err", uerr)
+		}
+		return &lull.Error{Code: lull.EUNAVAILABLE, Message: "The batch could not be queued; retry later.", Err: err}
+	}
+	log.InfoContext(r.Context(), "batch created", "input_file_id", f.ID, "endpoint", req.Endpoint, "window", win.String())
+	writeJSON(w, http.StatusOK, genview.Batch(b))
+	return nil
+}
+
+func (s *Server) sendBatchJob(r *http.Request, kind string, b *lull.Batch) error {
+	body, err := json.Marshal(lull.BatchJob{Kind: kind, BatchID: b.ID, Tenant: b.Tenant})
+	if err != nil {
+		return err
+	}
+	return s.cfg.BatchQueue.Send(r.Context(), body, b.Tenant, 0)
+}
+
+// ownBatch returns the caller's batch from the path, or ENOTFOUND.
+func (s *Server) ownBatch(r *http.Request) (*lull.Batch, error) {
+	id := r.PathValue("id")
+	notFound := lull.Errorf(lull.ENOTFOUND, "No such Batch object: %s", id)
+	if !lull.ValidID("batch", id) {
+		return nil, notFound
+	}
+	b, err := s.cfg.Batches.GetBatch(r.Context(), id)
+	if lull.IsNotFound(err) || (err == nil && b.Tenant != tenant(r)) {
+		return nil, notFound
+	}
+	return b, err
+}
+
+func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.ownBatch(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, genview.Batch(b))
+	return nil
+}
+
+func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit := 20
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			return lull.ParamError("limit", "'limit' must be an integer between 1 and 100.")
+		}
+		limit = n
+	}
+	after := q.Get("after")
+	if after != "" && !lull.ValidID("batch", after) {
+		return lull.ParamError("after", "No such Batch object: %s", after)
+	}
+	batches, more, err := s.cfg.Batches.ListBatches(r.Context(), tenant(r), after, limit)
+	if err != nil {
+		return err
+	}
+	page := Page[genview.BatchView]{Object: "list", Data: make([]genview.BatchView, 0, len(batches)), HasMore: more}
+	for _, b := range batches {
+		page.Data = append(page.Data, genview.Batch(b))
+	}
+	if len(batches) > 0 {
+		page.FirstID, page.LastID = &batches[0].ID, &batches[len(batches)-1].ID
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.ownBatch(r)
+	if err != nil {
+		return err
+	}
+	if b.Status == lull.BatchCancelling {
+		writeJSON(w, http.StatusOK, genview.Batch(b))
+		return nil
+	}
+	done, err := s.cfg.Batches.UpdateBatch(r.Context(), b.ID, []lull.BatchStatus{lull.BatchValidating, lull.BatchInProgress},
+		lull.BatchChange{Status: lull.BatchCancelling, At: s.cfg.Now().UTC(), CancelRequested: true})
+	if lull.IsConflict(err) {
+		cur, gerr := s.cfg.Batches.GetBatch(r.Context(), b.ID)
+		if gerr != nil {
+			return gerr
+		}
+		if cur.Status == lull.BatchCancelling {
+			writeJSON(w, http.StatusOK, genview.Batch(cur))
+			return nil
+		}
+		return lull.Errorf(lull.ECONFLICT, "Batch %s cannot be cancelled: its status is %s.", b.ID, cur.Status)
+	}
+	if err != nil {
+		return err
+	}
+	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", b.Tenant, "batch_id", b.ID)
+	if err := s.sendBatchJob(r, lull.BatchJobCancel, done); err != nil {
+		// The batch is cancelling either way: its running lines end, the
+		// queued ones run, and the last one finalizes it as cancelled.
+		log.WarnContext(r.Context(), "cancel job not queued; the batch will cancel as its lines end", "err", err)
+	}
+	log.InfoContext(r.Context(), "batch cancelling")
+	writeJSON(w, http.StatusOK, genview.Batch(done))
+	return nil
+}
