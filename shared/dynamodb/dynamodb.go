@@ -1,9 +1,17 @@
 // Package dynamodb stores lull's state in one DynamoDB table: generations,
-// idempotency keys and API keys. It implements lull.Generations and
-// lull.APIKeys over aws-sdk-go-v2.
+// idempotency keys, API keys, webhooks, files, uploads and batches. It
+// implements lull.Generations, lull.APIKeys, lull.Webhooks and lull.Batches
+// over aws-sdk-go-v2.
 //
-// Layout (pk, sk): GEN#<id>/GEN, IDEM#<tenant>#<key>/IDEM, KEY#<sha256>/KEY.
-// GSIs: gsi1 lists a tenant's items by time; gsi2 (sparse) holds open
+// Layout (pk, sk): GEN#<id>/GEN, IDEM#<tenant>#<key>/IDEM, KEY#<sha256>/KEY,
+// WH#<id>/WH (with its deliveries DLV#<id> and attempts DLV#<id>#A#<n>),
+// FILE#<id>/FILE, UPLOAD#<id>/UPLOAD (parts as a list attribute) and
+// BATCH#<id>/BATCH (with its counters). A batch's lines are generations
+// with a batch_id; CountLine marks each one counted as it adds it to the
+// batch's counters, in one transaction, so that it is counted once.
+// GSIs: gsi1 lists a tenant's items by time (T#<tenant> for generations,
+// T#<tenant>#FILES, #BATCHES, #WH, #KEYS for the others) and a batch's lines
+// in input order (B#<batch>, zero-padded line number); gsi2 (sparse) holds open
 // generations by expiry for the expiry sweep; gsi3 (sparse) holds generations
 // whose job may not have been enqueued yet. Sparse keys are sharded across
 // Shards partition values so no GSI partition runs hot.
@@ -52,6 +60,7 @@ type Store struct {
 var (
 	_ lull.Generations = (*Store)(nil)
 	_ lull.APIKeys     = (*Store)(nil)
+	_ lull.Batches     = (*Store)(nil)
 )
 
 // New returns a Store over an existing table.

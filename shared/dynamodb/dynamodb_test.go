@@ -20,6 +20,7 @@ func TestStore(t *testing.T) {
 			}
 			storetest.Generations(t, s)
 			storetest.Webhooks(t, s)
+			storetest.Batches(t, s, s)
 		})
 	}
 }

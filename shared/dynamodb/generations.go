@@ -31,8 +31,12 @@ func str(v string) types.AttributeValue { return &types.AttributeValueMemberS{Va
 // Create implements lull.Generations.
 func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint string) (*lull.Generation, bool, error) {
 	rec := toRecord(g)
-	rec.GSI3PK = fmt.Sprintf("UNENQ#%d", shard(g.ID))
-	rec.GSI3SK = sortKey(g.CreatedAt, g.ID)
+	if g.BatchID == "" {
+		// Batch lines are left out: the batch job tracks its own enqueue
+		// progress (Batches.SetSplitProgress).
+		rec.GSI3PK = fmt.Sprintf("UNENQ#%d", shard(g.ID))
+		rec.GSI3SK = sortKey(g.CreatedAt, g.ID)
+	}
 	item, err := attributevalue.MarshalMap(rec)
 	if err != nil {
 		return nil, false, fmt.Errorf("dynamodb: marshal generation %s: %w", g.ID, err)

@@ -31,6 +31,7 @@ type genRecord struct {
 	IdempotencyKey string       `dynamodbav:"idem_key,omitempty"`
 	BatchID        string       `dynamodbav:"batch_id,omitempty"`
 	CustomID       string       `dynamodbav:"custom_id,omitempty"`
+	Line           int          `dynamodbav:"line,omitempty"`
 	Attempts       int          `dynamodbav:"attempts"`
 	LeaseOwner     string       `dynamodbav:"lease_owner,omitempty"`
 	LeaseUntil     int64        `dynamodbav:"lease_until,omitempty"`
@@ -65,6 +66,11 @@ func fromMS(v int64) time.Time {
 
 func genPK(id string) string { return "GEN#" + id }
 
+// linePK and lineSK are the gsi1 keys of a batch line: the batch's lines
+// sort by their 0-based line number.
+func linePK(batchID string) string { return "B#" + batchID }
+func lineSK(line int) string       { return fmt.Sprintf("%09d", line) }
+
 func sortKey(t time.Time, id string) string { return fmt.Sprintf("%013d#%s", t.UnixMilli(), id) }
 
 func toRecord(g *lull.Generation) genRecord {
@@ -73,9 +79,14 @@ func toRecord(g *lull.Generation) genRecord {
 		Endpoint: string(g.Endpoint), Status: string(g.Status),
 		CreatedAt: ms(g.CreatedAt), StartedAt: ms(g.StartedAt), CompletedAt: ms(g.CompletedAt), ExpiresAt: ms(g.ExpiresAt),
 		Request: string(g.Request), RequestKey: g.RequestKey, ResponseKey: g.ResponseKey, Usage: g.Usage,
-		WebhookID: g.WebhookID, IdempotencyKey: g.IdempotencyKey, BatchID: g.BatchID, CustomID: g.CustomID,
+		WebhookID: g.WebhookID, IdempotencyKey: g.IdempotencyKey, BatchID: g.BatchID, CustomID: g.CustomID, Line: g.Line,
 		Attempts: g.Attempts, LeaseOwner: g.LeaseOwner, LeaseUntil: ms(g.LeaseUntil), LastError: g.LastError,
 		GSI1PK: "T#" + g.Tenant, GSI1SK: sortKey(g.CreatedAt, g.ID),
+	}
+	if g.BatchID != "" {
+		// A batch's lines are listed by the batch in input order, never
+		// among the tenant's generations.
+		r.GSI1PK, r.GSI1SK = linePK(g.BatchID), lineSK(g.Line)
 	}
 	if g.Failure != nil {
 		r.Failure = &failureAttr{Code: g.Failure.Code, Message: g.Failure.Message}
@@ -92,7 +103,7 @@ func (r *genRecord) generation() *lull.Generation {
 		ID: r.ID, Tenant: r.Tenant, Model: r.Model, Endpoint: lull.Endpoint(r.Endpoint), Status: lull.Status(r.Status),
 		CreatedAt: fromMS(r.CreatedAt), StartedAt: fromMS(r.StartedAt), CompletedAt: fromMS(r.CompletedAt), ExpiresAt: fromMS(r.ExpiresAt),
 		RequestKey: r.RequestKey, ResponseKey: r.ResponseKey, Usage: r.Usage,
-		WebhookID: r.WebhookID, IdempotencyKey: r.IdempotencyKey, BatchID: r.BatchID, CustomID: r.CustomID,
+		WebhookID: r.WebhookID, IdempotencyKey: r.IdempotencyKey, BatchID: r.BatchID, CustomID: r.CustomID, Line: r.Line,
 		Attempts: r.Attempts, LeaseOwner: r.LeaseOwner, LeaseUntil: fromMS(r.LeaseUntil), LastError: r.LastError,
 	}
 	if r.Request != "" {
