@@ -21,6 +21,7 @@ import (
 
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
+	"github.com/lull-ai/lull/lambdas/batch/batchjob"
 	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
 	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
@@ -115,6 +116,7 @@ type Stack struct {
 	// Table, Bucket and the queue URLs name the stack's resources.
 	Table, Bucket                             string
 	QueueURL, DLQURL, EventsURL, EventsDLQURL string
+	BatchURL, BatchDLQURL                     string
 	API                                       *httpapi.Server
 	// Guard is the SSRF guard of the API and the webhook dispatcher.
 	Guard *netguard.Guard
@@ -175,6 +177,9 @@ func (s *Stack) start(ctx context.Context) error {
 	if s.EventsURL, s.EventsDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-events", 60*time.Second, 20); err != nil {
 		return err
 	}
+	if s.BatchURL, s.BatchDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-batch", 5*time.Minute, 10); err != nil {
+		return err
+	}
 	if err := s.AddKey(ctx, cfg.DevAPIKey, "dev"); err != nil {
 		return err
 	}
@@ -182,6 +187,8 @@ func (s *Stack) start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	events := sqs.New(s.Clients.SQS, s.EventsURL)
+	batchQ := sqs.New(s.Clients.SQS, s.BatchURL)
+	counter := batchjob.Counter{Batches: s.Store, Generations: s.Store, BatchQueue: batchQ, Logger: log}
 
 	// The engine: the simulator unless an external one is named.
 	s.EngineURL = cfg.VLLMURL
@@ -202,6 +209,7 @@ func (s *Stack) start(ctx context.Context) error {
 		Generations: s.Store, Keys: s.Store, Blobs: s.Blobs,
 		Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
 		Logger: log, MinWindow: cfg.MinWindow, Webhooks: s.Store, Guard: s.Guard, Events: events,
+		Batches: s.Store, BatchQueue: batchQ,
 	})
 	if err != nil {
 		return err
@@ -222,11 +230,23 @@ func (s *Stack) start(ctx context.Context) error {
 	hooks := &delivery.Handler{
 		Webhooks: s.Store, Generations: s.Store, Blobs: s.Blobs, Events: events,
 		Client: s.Guard.Client(cfg.WebhookTimeout), Logger: log, Now: time.Now,
-		TimeScale: cfg.WebhookTimeScale, PublicURL: s.URL,
+		TimeScale: cfg.WebhookTimeScale, PublicURL: s.URL, Batches: s.Store, Lines: &counter,
 	}
 	for range 4 { // concurrent invocations, as Lambda scales an SQS event source
 		s.goRun(func() {
 			(&poller.Poller{Name: "webhooks", Queue: events, Handler: hooks.Handle, Logger: log, Visibility: 60 * time.Second}).Run(runCtx)
+		})
+	}
+
+	// The batch Lambda on the batch queue (one job at a time per poller, as
+	// the deployed event source mapping runs it).
+	batches := &batchjob.Handler{
+		Counter: counter, Blobs: s.Blobs, Events: events, Now: time.Now,
+		Queues: map[string]lull.BatchSender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+	}
+	for range 2 {
+		s.goRun(func() {
+			(&poller.Poller{Name: "batch", Queue: batchQ, Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
 		})
 	}
 

@@ -36,9 +36,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	return body, nil
 }
 
-var windowRE = regexp.MustCompile(`^([0-9]{1,5})(m|h|d)$`)
+var windowRE = regexp.MustCompile(`^([0-9]{1,5})(s|m|h|d)$`)
 
-// window parses X-Lull-Completion-Window ("30m", "1h", "24h", "3d").
+// window parses a completion window ("90s", "30m", "1h", "24h", "3d") and
+// checks it against [MinWindow, MaxWindow].
 // validate checks a slow request body for endpoint e.
 func (s *Server) validate(e lull.Endpoint, body []byte) (*request.Body, map[string]string, error) {
 	return request.Check(e, body, s.served)
@@ -53,10 +54,10 @@ func (s *Server) window(h string) (time.Duration, error) {
 	}
 	m := windowRE.FindStringSubmatch(strings.TrimSpace(h))
 	if m == nil {
-		return 0, lull.ParamError("X-Lull-Completion-Window", "Invalid completion window %q: use a number followed by m, h or d, e.g. 24h.", h)
+		return 0, lull.ParamError("X-Lull-Completion-Window", "Invalid completion window %q: use a number followed by s, m, h or d, e.g. 24h.", h)
 	}
 	n, _ := strconv.Atoi(m[1])
-	unit := map[string]time.Duration{"m": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[m[2]]
+	unit := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[m[2]]
 	d := time.Duration(n) * unit
 	if d < s.cfg.MinWindow || d > s.cfg.MaxWindow {
 		return 0, lull.ParamError("X-Lull-Completion-Window", "Completion window %s is outside the allowed range %s to %s.", h, s.cfg.MinWindow, s.cfg.MaxWindow)

@@ -209,7 +209,7 @@ func (h *Handler) split(ctx context.Context, b *lull.Batch) error {
 		if lull.IsConflict(err) {
 			// Cancelled while validating: nothing was stored, end it empty.
 			zero := 0
-			if _, err := h.Batches.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchCancelling}, lull.BatchChange{Total: &zero}); err != nil {
+			if _, err := h.Batches.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchCancelling}, lull.BatchChange{Status: lull.BatchCancelling, Total: &zero}); err != nil {
 				return err
 			}
 			if err := h.Batches.SetSplitProgress(ctx, b.ID, 0, true); err != nil {
