@@ -23,9 +23,10 @@ import (
 const model = "test-model"
 
 type env struct {
-	url   string
-	store *dynamodb.Store
-	queue *sqs.Queue
+	url        string
+	store      *dynamodb.Store
+	queue      *sqs.Queue
+	batchQueue *sqs.Queue
 }
 
 // newEnv serves the API over real emulators.
@@ -42,10 +43,16 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	queue := sqs.New(b.Clients.SQS, qurl)
+	burl, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "api-batch-"+lull.NewID("q")[2:], 30*time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batchQueue := sqs.New(b.Clients.SQS, burl)
 	srv, err := httpapi.New(httpapi.Config{
 		Generations: store, Keys: store, Blobs: s3.New(b.Clients.S3, bucket),
 		Queues: map[string]lull.Sender{model: queue}, MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
-		Logger: slog.New(slog.DiscardHandler),
+		Logger:  slog.New(slog.DiscardHandler),
+		Batches: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +64,7 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
-	return &env{url: hs.URL, store: store, queue: queue}
+	return &env{url: hs.URL, store: store, queue: queue, batchQueue: batchQueue}
 }
 
 func (e *env) do(t *testing.T, method, path, key, body string, hdr map[string]string) (int, map[string]any) {

@@ -6,6 +6,12 @@
 //
 // end-to-end: N requests through the API, run by one worker on the simulator
 // at a fast time scale; reports completed generations per second.
+//
+// webhooks: events delivered as signed POSTs to a local receiver.
+//
+// batch ingest: the batch Lambda's split job on a 50,000-line (~100 MB) input
+// file, in a child process of its own; reports lines validated and enqueued
+// per second and the child's peak memory (batch.go).
 package main
 
 import (
@@ -32,10 +38,27 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == childFlag {
+		if err := ingestChild(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "lull-bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	n := flag.Int("n", 2000, "requests per scenario")
 	c := flag.Int("c", 16, "concurrent clients")
+	only := flag.String("only", "", `run one part: "requests" or "batch"`)
+	lines := flag.Int("batch-lines", 50_000, "lines of the batch-ingest input file")
+	lineBytes := flag.Int("batch-line-bytes", 2000, "bytes per line of the batch-ingest input file")
 	flag.Parse()
-	if err := run(*n, *c); err != nil {
+	var err error
+	if *only != "batch" {
+		err = run(*n, *c)
+	}
+	if err == nil && *only != "requests" {
+		err = runBatch(*lines, *lineBytes)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "lull-bench:", err)
 		os.Exit(1)
 	}
@@ -97,6 +120,20 @@ func run(n, c int) error {
 	fmt.Printf("\n(%d concurrent clients; in-process emulators. accept: client-observed latency of POST /v1/slow/chat/completions;\n"+
 		" end-to-end: accepted → completed on the simulator at 1000x speed; webhooks: event enqueued → signed POST\n"+
 		" received by a local receiver, one dispatcher as the dev stack runs it)\n", c)
+	return nil
+}
+
+func runBatch(lines, lineBytes int) error {
+	r, err := batchIngest(context.Background(), lines, lineBytes)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n%-13s %7s %9s %9s %14s %14s %13s\n", "scenario", "lines", "MB", "seconds", "lines/second", "peak RSS MiB", "heap sys MiB")
+	fmt.Printf("%-13s %7d %9.1f %9.1f %14.0f %14.1f %13.1f\n", "batch ingest", r.Lines, float64(r.Bytes)/1e6, r.Seconds,
+		float64(r.Lines)/r.Seconds, float64(r.PeakRSSKiB)/1024, r.HeapSysMiB)
+	fmt.Println("\n(batch ingest: the batch Lambda's split job in its own process — validate the whole file while streaming it\n" +
+		" from S3, then store every line in DynamoDB and enqueue it with SendMessageBatch — against the in-process emulators;\n" +
+		" peak RSS is the child's VmHWM)")
 	return nil
 }
 
