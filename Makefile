@@ -34,8 +34,10 @@ test-short: ## Runtime tests against the in-process emulators only (no install s
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: bench
-bench: ## Benchmarks of the dev stack (accept latency and throughput) as a table
-	$(GO) run ./localstack/cmd/lull-bench
+bench: ## Benchmarks as tables: accept latency/throughput, end-to-end, webhooks; batch ingest of 50,000 lines (~100 MB) on DynamoDB Local + fauxqs
+	$(GO) run ./localstack/cmd/lull-bench -only requests
+	$(GO) build -o bin/lull-bench ./localstack/cmd/lull-bench
+	bash localstack/scripts/emulators.sh run -- bin/lull-bench -only batch
 
 .PHONY: bench-gate
 bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on one simulated engine, as a table (~2 min)

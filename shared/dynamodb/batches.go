@@ -647,3 +647,39 @@ func (s *Store) Lines(ctx context.Context, batchID, cursor string, limit int) ([
 	}
 	return gens, lineSK(gens[len(gens)-1].Line), nil
 }
+
+// CreateLines implements lull.Batches with BatchWriteItem calls of 25 items,
+// sending again what DynamoDB leaves unprocessed (with backoff).
+func (s *Store) CreateLines(ctx context.Context, lines []*lull.Generation) error {
+	for start := 0; start < len(lines); start += 25 {
+		var reqs []types.WriteRequest
+		for _, g := range lines[start:min(start+25, len(lines))] {
+			if g.BatchID == "" {
+				return fmt.Errorf("dynamodb: create lines: generation %s has no batch", g.ID)
+			}
+			item, err := attributevalue.MarshalMap(toRecord(g))
+			if err != nil {
+				return fmt.Errorf("dynamodb: marshal line %s: %w", g.ID, err)
+			}
+			reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
+		}
+		for try := 0; len(reqs) > 0; try++ {
+			if try == 8 {
+				return fmt.Errorf("dynamodb: create lines of %s: %d items still unprocessed", lines[0].BatchID, len(reqs))
+			}
+			if try > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(25<<try) * time.Millisecond):
+				}
+			}
+			out, err := s.c.BatchWriteItem(ctx, &ddb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{s.table: reqs}})
+			if err != nil {
+				return wrap(err, "create lines of %s", lines[0].BatchID)
+			}
+			reqs = out.UnprocessedItems[s.table]
+		}
+	}
+	return nil
+}

@@ -190,6 +190,11 @@ type Batches interface {
 	// its status is completed) or Failed count, once: counted is false when
 	// the line was already counted. It returns the batch after counting.
 	CountLine(ctx context.Context, gen *Generation) (b *Batch, counted bool, err error)
+	// CreateLines stores new batch lines in few calls, without the
+	// existence check of Generations.Create: the caller guarantees that
+	// none of them was stored before (a line overwritten after a worker
+	// started it would run again).
+	CreateLines(ctx context.Context, lines []*Generation) error
 	// Lines returns a page of the batch's lines in input order after the
 	// cursor ("" for the first page) and the cursor of the next page ("" at
 	// the end).

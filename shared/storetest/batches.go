@@ -286,6 +286,32 @@ func Batches(t *testing.T, s lull.Batches, gens lull.Generations) {
 		}
 	})
 
+	t.Run("CreateLines", func(t *testing.T) {
+		t.Parallel()
+		b := newBatch(lull.NewID("t"), now)
+		if err := s.CreateBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		var lines []*lull.Generation
+		for i := range 60 { // three BatchWriteItem calls
+			lines = append(lines, newLine(b, i, now))
+		}
+		if err := s.CreateLines(ctx, lines); err != nil {
+			t.Fatal(err)
+		}
+		got, next, err := s.Lines(ctx, b.ID, "", 100)
+		if err != nil || next != "" || len(got) != 60 {
+			t.Fatalf("Lines = %d, %q, %v; want 60", len(got), next, err)
+		}
+		for i, g := range got {
+			if g.ID != lines[i].ID || g.Status != lull.StatusQueued || string(g.Request) != string(lines[i].Request) || g.Line != i {
+				t.Fatalf("line %d = %+v, want %+v", i, g, lines[i])
+			}
+		}
+		if err := s.CreateLines(ctx, []*lull.Generation{newGen(b.Tenant, now)}); err == nil {
+			t.Fatal("CreateLines took a generation outside any batch")
+		}
+	})
 	t.Run("Lines", func(t *testing.T) {
 		t.Parallel()
 		b := newBatch(lull.NewID("t"), now)

@@ -261,18 +261,22 @@ func (h *Handler) store(ctx context.Context, b *lull.Batch, f *lull.File) error 
 	start, created := time.Now(), b.Created
 	var chunk []*parsedLine
 	n := 0
+	// The first chunk of a run may have been half stored by a run that
+	// crashed: it is stored line by line, keeping lines that exist. Later
+	// chunks were never touched and go in BatchWriteItem calls.
+	fresh := false
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
 		}
-		if err := h.storeChunk(ctx, b, chunk); err != nil {
+		if err := h.storeChunk(ctx, b, chunk, fresh); err != nil {
 			return err
 		}
 		end := chunk[len(chunk)-1].n + 1
 		if err := h.Batches.SetSplitProgress(ctx, b.ID, end, end == b.Total); err != nil {
 			return err
 		}
-		created, chunk = end, chunk[:0]
+		created, chunk, fresh = end, chunk[:0], true
 		return nil
 	}
 	err := h.scanLines(ctx, f, func(fileLine int, raw []byte) error {
@@ -315,7 +319,7 @@ func (h *Handler) store(ctx context.Context, b *lull.Batch, f *lull.File) error 
 // storeChunk creates the chunk's generations (an existing one, from a run
 // that crashed, is kept as it is) and sends their jobs, grouped by model,
 // with the tenant as message group.
-func (h *Handler) storeChunk(ctx context.Context, b *lull.Batch, chunk []*parsedLine) error {
+func (h *Handler) storeChunk(ctx context.Context, b *lull.Batch, chunk []*parsedLine, fresh bool) error {
 	gens := make([]*lull.Generation, len(chunk))
 	now := h.Now().UTC().Truncate(time.Millisecond)
 	idx := make([]int, len(chunk))
@@ -336,12 +340,24 @@ func (h *Handler) storeChunk(ctx context.Context, b *lull.Batch, chunk []*parsed
 				return err
 			}
 		}
+		gens[i] = g
+		if fresh {
+			return nil
+		}
 		if _, _, err := h.Generations.Create(ctx, g, ""); err != nil && !lull.IsConflict(err) {
 			return err
 		}
-		gens[i] = g
 		return nil
 	})
+	if err == nil && fresh {
+		var parts [][]*lull.Generation
+		for i := 0; i < len(gens); i += 25 {
+			parts = append(parts, gens[i:min(i+25, len(gens))])
+		}
+		err = forEach(ctx, h.Concurrency, parts, func(ctx context.Context, p []*lull.Generation) error {
+			return h.Batches.CreateLines(ctx, p)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("batchjob: store lines of %s: %w", b.ID, err)
 	}

@@ -61,12 +61,12 @@ type Handler struct {
 	// Lines counts batch lines. A batch line's generation event is counted,
 	// never delivered: webhooks hear of a batch once, when it ends, as with
 	// OpenAI. Nil drops such events.
-	Lines LineCounter
-	Blobs       lull.Blobs
-	Events      lull.Sender // the events queue, for scheduled retries
-	Client      *http.Client
-	Logger      *slog.Logger
-	Now         func() time.Time
+	Lines  LineCounter
+	Blobs  lull.Blobs
+	Events lull.Sender // the events queue, for scheduled retries
+	Client *http.Client
+	Logger *slog.Logger
+	Now    func() time.Time
 	// TimeScale multiplies the retry schedule and Retry-After waits (tests
 	// and demos run it faster); 1 when zero.
 	TimeScale float64

@@ -17,6 +17,8 @@ import (
 
 	"github.com/lull-ai/lull/lambdas/batch/batchjob"
 	"github.com/lull-ai/lull/localstack/devstack"
+	"github.com/lull-ai/lull/localstack/emulators"
+	"github.com/lull-ai/lull/localstack/extemu"
 	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
@@ -72,7 +74,18 @@ func (r *inputReader) Read(p []byte) (int, error) {
 
 func batchIngest(ctx context.Context, lines, lineBytes int) (ingestResult, error) {
 	quiet := slog.New(slog.DiscardHandler)
-	st, err := devstack.Start(ctx, devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "bench-batch", Workers: -1, Logger: quiet, SweepEvery: time.Hour})
+	cfg := devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "bench-batch-" + strings.ToLower(lull.NewID("r")[2:8]), Workers: -1, Logger: quiet, SweepEvery: time.Hour}
+	if ep, ok := extemu.FromEnv(); ok {
+		// DynamoDB Local and fauxqs's SQS; S3 stays in-process, since
+		// fauxqs refuses PutObject bodies of this size (S3 takes 5 GB).
+		emu, err := emulators.Start()
+		if err != nil {
+			return ingestResult{}, err
+		}
+		defer emu.Close()
+		cfg.Endpoints = awsclients.Endpoints{DynamoDB: ep.DynamoDB, SQS: ep.SQS, S3: emu.Endpoints.S3}
+	}
+	st, err := devstack.Start(ctx, cfg)
 	if err != nil {
 		return ingestResult{}, err
 	}

@@ -1,0 +1,106 @@
+package batchjob_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/lull-ai/lull/lambdas/batch/batchjob"
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sqs"
+	"github.com/lull-ai/lull/shared/storetest"
+)
+
+// TestSplitResumesWithoutOverwriting: a split job that crashed mid-chunk is
+// run again. Lines stored before the crash, one already completed by a
+// worker, are kept as they are; every line ends up stored and enqueued
+// once per run that reached it; the batch records that the split is done.
+func TestSplitResumesWithoutOverwriting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, be := storetest.Table(t, "split")
+	bucket := "split-" + lull.NewID("b")[2:12]
+	if err := s3.CreateBucket(ctx, be.Clients.S3, bucket); err != nil {
+		t.Fatal(err)
+	}
+	blobs := s3.New(be.Clients.S3, bucket)
+	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "split-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	burl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "split-b-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, chunk = 23, 5
+	var file bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&file, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"line %d"}]}}`+"\n", i, i)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	f := &lull.File{ID: lull.NewID("file"), Tenant: "t", Purpose: lull.PurposeBatch, CreatedAt: now, Key: "files/t/in.jsonl", Bytes: int64(file.Len())}
+	if err := blobs.Put(ctx, f.Key, file.Bytes(), "application/jsonl"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateFile(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	total := n
+	b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "t", Endpoint: lull.EndpointChat, InputFileID: f.ID, CompletionWindow: "24h",
+		Status: lull.BatchValidating, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := store.CreateBatch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchValidating},
+		lull.BatchChange{Status: lull.BatchInProgress, At: now, Total: &total}); err != nil {
+		t.Fatal(err)
+	}
+	// The crashed run: chunks 0 and 1 recorded (10 lines), chunk 2 half
+	// stored, and its line 11 already run to completion by a worker.
+	if err := store.SetSplitProgress(ctx, b.ID, 2*chunk, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 13; i++ {
+		g := &lull.Generation{ID: lull.LineID(b.ID, i), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+			CreatedAt: now, ExpiresAt: b.ExpiresAt, BatchID: b.ID, CustomID: fmt.Sprintf("c%d", i), Line: i, Request: []byte(`{}`)}
+		if _, _, err := store.Create(ctx, g, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.Start(ctx, lull.LineID(b.ID, 11), "w", now, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Finish(ctx, lull.LineID(b.ID, 11), lull.StatusCompleted, lull.Outcome{At: now, ResponseKey: "outputs/x"}); err != nil {
+		t.Fatal(err)
+	}
+
+	q := sqs.New(be.Clients.SQS, qurl)
+	h := &batchjob.Handler{
+		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(be.Clients.SQS, burl), Logger: slog.New(slog.DiscardHandler)},
+		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
+	}
+	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.GetBatch(ctx, b.ID)
+	if err != nil || got.Created != n || !got.SplitDone || got.Status != lull.BatchInProgress {
+		t.Fatalf("batch after resume = %+v, %v", got, err)
+	}
+	done, err := store.Get(ctx, lull.LineID(b.ID, 11))
+	if err != nil || done.Status != lull.StatusCompleted || done.ResponseKey != "outputs/x" {
+		t.Fatalf("the completed line was overwritten: %+v, %v", done, err)
+	}
+	for i := range n {
+		g, err := store.Get(ctx, lull.LineID(b.ID, i))
+		if err != nil || g.CustomID != fmt.Sprintf("c%d", i) || g.Line != i {
+			t.Fatalf("line %d = %+v, %v", i, g, err)
+		}
+	}
+	if v, fl, err := q.Depth(ctx); err != nil || v+fl != n-2*chunk {
+		t.Fatalf("resumed run enqueued %d jobs (err %v), want %d: the lines after the checkpoint", v+fl, err, n-2*chunk)
+	}
+}
