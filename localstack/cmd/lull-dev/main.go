@@ -107,7 +107,14 @@ refuse them unless LULL_WEBHOOK_ALLOW_INSECURE=true):
   # then add "metadata":{"webhook_id":"wh_…"} to a slow request; events arrive signed
   # (Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature).
 
-OpenAI SDKs: base_url=%[1]s/v1/slow, api_key=%[2]s.
+Batch API (OpenAI's, same JSONL):
+  echo '{"custom_id":"r1","method":"POST","url":"/v1/chat/completions","body":{"model":"%[3]s","messages":[{"role":"user","content":"hi"}]}}' > /tmp/in.jsonl
+  curl -s %[1]s/v1/files -H "Authorization: Bearer %[2]s" -F purpose=batch -F file=@/tmp/in.jsonl   # → {"id":"file_…"}
+  curl -s %[1]s/v1/batches -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
+    -d '{"input_file_id":"file_…","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+  # poll /v1/batches/<id>, then GET /v1/files/<output_file_id>/content
+
+OpenAI SDKs: base_url=%[1]s/v1/slow (slow requests) or %[1]s/v1 (files, batches), api_key=%[2]s.
 Ctrl-C stops everything.
 `, st.URL, key, model, engine, emu, cfg.Gate)
 	<-ctx.Done()
