@@ -417,3 +417,44 @@ func TestBatchTenantIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBatchWebhook: a batch whose metadata names a webhook sends exactly one
+// signed batch.completed event carrying the batch object, and none for its
+// lines.
+func TestBatchWebhook(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, devstack.Config{Workers: 1, WorkerConcurrency: 16})
+	rc := newReceiver(t)
+	wh := register(t, st, "sk-lull-dev", rc.srv.URL+"/hook")
+	rc.mu.Lock()
+	rc.secret = wh.Secret
+	rc.mu.Unlock()
+	c := sdk(st, "sk-lull-dev")
+	ctx := context.Background()
+	_, data := batchFile("hook", 12)
+	f, err := c.Files.New(ctx, openai.FileNewParams{File: openai.File(bytes.NewReader(data), "h.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h, Metadata: map[string]string{"webhook_id": wh.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b = waitBatch(t, c, b.ID, time.Minute); b.Status != openai.BatchStatusCompleted {
+		t.Fatalf("batch %s", b.RawJSON())
+	}
+	waitFor(t, 30*time.Second, "the batch.completed webhook", func() bool { return rc.count() >= 1 })
+	time.Sleep(300 * time.Millisecond) // let any stray line events arrive, to be counted below
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.bad) > 0 || len(rc.seen) != 1 {
+		t.Fatalf("receiver saw %d events (%d bad): %v", len(rc.seen), len(rc.bad), rc.seen)
+	}
+	for _, p := range rc.seen {
+		d, _ := p["data"].(map[string]any)
+		if p["type"] != "batch.completed" || d["id"] != b.ID || d["object"] != "batch" || d["output_file_id"] != b.OutputFileID {
+			t.Fatalf("payload %v", p)
+		}
+	}
+}
