@@ -73,9 +73,10 @@ infra-destroy: $(CDK) ## Delete the stack (the table and bucket are retained unl
 	cd $(INFRA_DIR) && $(INFRA_ENV) ./node_modules/.bin/cdk destroy --no-notices -c config=$(INFRA_CONFIG) $(CDK_ARGS)
 
 .PHONY: test-infra
-test-infra: ## Test the CDK app: resources, IAM, env contract vs settings/worker.Config, scaling, cdk-nag (no -race: jsii)
+test-infra: ## Test the CDK app: resources, IAM, env contract vs settings/worker.Config, scaling, cdk-nag (no -race: jsii), and the scaler metrics it scales on
 	cd $(INFRA_DIR) && $(GO) vet ./...
 	@cd $(INFRA_DIR) && out=$$(find . -name '*.go' -not -path './node_modules/*' -not -path './cdk.out/*' | xargs gofmt -l); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd $(INFRA_DIR) && $(INFRA_ENV) $(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -count=1 ./lambdas/scaler/backlog/
+	# What the policies act on: the metric math, the EMF lines, the per-model step.
+	$(GO) test -count=1 ./lambdas/scaler/backlog/ ./lambdas/scaler/emf/ ./lambdas/scaler/scale/

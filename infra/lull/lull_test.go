@@ -322,6 +322,18 @@ func TestModelMaps(t *testing.T) {
 		if !groups[cfg.ASGNames[name]] {
 			t.Errorf("LULL_ASG_NAMES[%s] = %q, not a group name (%v)", name, cfg.ASGNames[name], groups)
 		}
+		// The scaler reads, and the worker completes the lifecycle hook of,
+		// the group whose instances serve this model.
+		own, ok := groupOfModel(t)[name]
+		if !ok {
+			t.Errorf("no group launches workers for %s", name)
+		}
+		if cfg.ASGNames[name] != own {
+			t.Errorf("LULL_ASG_NAMES[%s] = %q, but %s's workers run in %q", name, cfg.ASGNames[name], name, own)
+		}
+		if ud := launchTemplates(t)[name]; !strings.Contains(ud, "\nLULL_ASG_NAME=\""+own+"\"\n") {
+			t.Errorf("%s's worker env sets no LULL_ASG_NAME=%q", name, own)
+		}
 	}
 	if len(cfg.ModelQueues) != len(fixture.Models) || len(cfg.ASGNames) != len(fixture.Models) {
 		t.Errorf("maps have %d and %d models, want %d", len(cfg.ModelQueues), len(cfg.ASGNames), len(fixture.Models))
@@ -329,6 +341,27 @@ func TestModelMaps(t *testing.T) {
 	if cfg.MetricNamespace != "Lull" {
 		t.Errorf("LULL_METRIC_NAMESPACE = %q", cfg.MetricNamespace)
 	}
+}
+
+// groupOfModel maps each model to the name of the group that launches its
+// workers: group → launch template (MixedInstancesPolicy) → LULL_MODEL in
+// the user data.
+func groupOfModel(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	modelRe := regexp.MustCompile(`(?m)^LULL_MODEL="([^"]*)"$`)
+	for _, g := range resources("AWS::AutoScaling::AutoScalingGroup") {
+		ltID := strings.Trim(render(get(g.Props, "MixedInstancesPolicy", "LaunchTemplate", "LaunchTemplateSpecification", "LaunchTemplateId")), "${}")
+		for _, lt := range resources("AWS::EC2::LaunchTemplate") {
+			if lt.ID != ltID {
+				continue
+			}
+			if m := modelRe.FindStringSubmatch(render(get(lt.Props, "LaunchTemplateData", "UserData"))); m != nil {
+				out[m[1]] = render(g.Props["AutoScalingGroupName"])
+			}
+		}
+	}
+	return out
 }
 
 var (
