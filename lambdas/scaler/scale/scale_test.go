@@ -217,13 +217,12 @@ func TestScaleLoop(t *testing.T) {
 				}
 				p := parse(t, out.Bytes())["m"]
 				capacity, _ := g.Capacity(context.Background(), "grp")
-				next := capacity
-				if p.Values[backlog.MetricUnservedBacklog] >= backlog.ScaleFromZeroThreshold {
-					next = capacity + backlog.ScaleFromZeroInstances
-				} else if capacity > 0 {
-					next = int(math.Ceil(float64(capacity) * p.Values[backlog.MetricBacklogPerInstance] / target))
+				var data []backlog.Datum
+				for name, v := range p.Values {
+					data = append(data, backlog.Datum{Name: name, Value: v})
 				}
-				g.set("grp", min(next, maxN))
+				next := backlog.NextCapacity(capacity, data, target, maxN)
+				g.set("grp", next)
 			}
 			for range 10 {
 				minute()
