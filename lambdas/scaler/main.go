@@ -55,13 +55,19 @@ func main() {
 		Generations: dynamodb.New(c.DynamoDB, cfg.Table), Queues: sqs.Senders(c.SQS, cfg.ModelQueues),
 		Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log, Now: time.Now,
 	}
-	lambda.Start(func(ctx context.Context) error {
-		// Metrics first: they are cheap and drive the fleet; the sweep may
-		// page through many items.
-		sres, serr := sc.Scale(ctx)
-		log.InfoContext(ctx, "scaling done", "models", len(sc.Models), "failed", sres.Failed, "err", serr)
-		res, err := sw.Sweep(ctx)
+	lambda.Start(handler(sc.Scale, sw.Sweep, log))
+}
+
+// handler is one scheduled run: the scaling metrics first (cheap, and they
+// drive the fleet), then the sweep (it may page through many items), which
+// runs whatever the metrics step returned. The result joins both errors.
+func handler(scaleStep func(context.Context) (scale.Result, error), sweepStep func(context.Context) (sweep.Result, error),
+	log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		sres, serr := scaleStep(ctx)
+		log.InfoContext(ctx, "scaling done", "published", len(sres.Decisions), "failed", sres.Failed, "err", serr)
+		res, err := sweepStep(ctx)
 		log.InfoContext(ctx, "sweep done", "reenqueued", res.Reenqueued, "expired", res.Expired, "err", err)
 		return errors.Join(serr, err)
-	})
+	}
 }

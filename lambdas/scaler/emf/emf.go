@@ -54,7 +54,7 @@ type Writer struct {
 // a dimension named like a metric or "_aws"), and the writer's error when
 // the write fails.
 func (w *Writer) Publish(_ context.Context, at time.Time, dims map[string]string, data []backlog.Datum) error {
-	line, err := Marshal(w.Namespace, at, dims, data)
+	line, err := marshal(w.Namespace, at, dims, data)
 	if err != nil {
 		return err
 	}
@@ -66,8 +66,8 @@ func (w *Writer) Publish(_ context.Context, at time.Time, dims map[string]string
 	return nil
 }
 
-// Marshal returns the EMF document Publish writes, newline included.
-func Marshal(namespace string, at time.Time, dims map[string]string, data []backlog.Datum) ([]byte, error) {
+// marshal returns the EMF document Publish writes, newline included.
+func marshal(namespace string, at time.Time, dims map[string]string, data []backlog.Datum) ([]byte, error) {
 	switch {
 	case namespace == "":
 		return nil, errors.New("emf: no namespace")

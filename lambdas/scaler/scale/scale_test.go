@@ -291,9 +291,6 @@ func TestScaleIsolatesFailures(t *testing.T) {
 			t.Errorf("error does not name %s: %v", m, err)
 		}
 	}
-	if code := lull.ErrorCode(err); code != lull.EUNAVAILABLE && code != lull.EINTERNAL && code != lull.ENOTFOUND {
-		t.Errorf("error code %q", code)
-	}
 	got := parse(t, out.Bytes())
 	if len(got) != 2 || got["c-ok"].Values[backlog.MetricBacklogPerInstance] != 5 || got["g-ok"].Values[backlog.MetricUnservedBacklog] != 3 {
 		t.Errorf("published %+v, want c-ok (BacklogPerInstance 5) and g-ok (UnservedBacklog 3) only", got)
