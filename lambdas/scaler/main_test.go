@@ -17,7 +17,7 @@ func TestHandler(t *testing.T) {
 	t.Parallel()
 	errScale, errSweep := errors.New("scale failed"), errors.New("sweep failed")
 	for _, tc := range []struct {
-		name              string
+		name               string
 		scaleErr, sweepErr error
 	}{
 		{"OK", nil, nil},
