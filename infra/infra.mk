@@ -72,10 +72,12 @@ infra-bootstrap: $(CDK) ## cdk bootstrap the current account/region (once; creat
 infra-destroy: $(CDK) ## Delete the stack (the table and bucket are retained unless destroyOnRemoval is set)
 	cd $(INFRA_DIR) && $(INFRA_ENV) ./node_modules/.bin/cdk destroy --no-notices -c config=$(INFRA_CONFIG) $(CDK_ARGS)
 
+# test-infra ends with the scaler packages the policies act on: the metric
+# math (backlog), the EMF lines (emf) and the per-model step (scale).
 .PHONY: test-infra
-test-infra: ## Test the CDK app: resources, IAM, env contract vs settings/worker.Config, scaling, cdk-nag (no -race: jsii)
+test-infra: ## Test the CDK app: resources, IAM, env contract vs settings/worker.Config, scaling, cdk-nag (no -race: jsii), and the scaler metrics it scales on
 	cd $(INFRA_DIR) && $(GO) vet ./...
 	@cd $(INFRA_DIR) && out=$$(find . -name '*.go' -not -path './node_modules/*' -not -path './cdk.out/*' | xargs gofmt -l); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd $(INFRA_DIR) && $(INFRA_ENV) $(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -count=1 ./lambdas/scaler/backlog/
+	$(GO) test -count=1 ./lambdas/scaler/backlog/ ./lambdas/scaler/emf/ ./lambdas/scaler/scale/

@@ -322,6 +322,18 @@ func TestModelMaps(t *testing.T) {
 		if !groups[cfg.ASGNames[name]] {
 			t.Errorf("LULL_ASG_NAMES[%s] = %q, not a group name (%v)", name, cfg.ASGNames[name], groups)
 		}
+		// The scaler reads, and the worker completes the lifecycle hook of,
+		// the group whose instances serve this model.
+		own, ok := groupOfModel(t)[name]
+		if !ok {
+			t.Errorf("no group launches workers for %s", name)
+		}
+		if cfg.ASGNames[name] != own {
+			t.Errorf("LULL_ASG_NAMES[%s] = %q, but %s's workers run in %q", name, cfg.ASGNames[name], name, own)
+		}
+		if ud := launchTemplates(t)[name]; !strings.Contains(ud, "\nLULL_ASG_NAME=\""+own+"\"\n") {
+			t.Errorf("%s's worker env sets no LULL_ASG_NAME=%q", name, own)
+		}
 	}
 	if len(cfg.ModelQueues) != len(fixture.Models) || len(cfg.ASGNames) != len(fixture.Models) {
 		t.Errorf("maps have %d and %d models, want %d", len(cfg.ModelQueues), len(cfg.ASGNames), len(fixture.Models))
@@ -329,6 +341,27 @@ func TestModelMaps(t *testing.T) {
 	if cfg.MetricNamespace != "Lull" {
 		t.Errorf("LULL_METRIC_NAMESPACE = %q", cfg.MetricNamespace)
 	}
+}
+
+// groupOfModel maps each model to the name of the group that launches its
+// workers: group → launch template (MixedInstancesPolicy) → LULL_MODEL in
+// the user data.
+func groupOfModel(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	modelRe := regexp.MustCompile(`(?m)^LULL_MODEL="([^"]*)"$`)
+	for _, g := range resources("AWS::AutoScaling::AutoScalingGroup") {
+		ltID := strings.Trim(render(get(g.Props, "MixedInstancesPolicy", "LaunchTemplate", "LaunchTemplateSpecification", "LaunchTemplateId")), "${}")
+		for _, lt := range resources("AWS::EC2::LaunchTemplate") {
+			if lt.ID != ltID {
+				continue
+			}
+			if m := modelRe.FindStringSubmatch(render(get(lt.Props, "LaunchTemplateData", "UserData"))); m != nil {
+				out[m[1]] = render(g.Props["AutoScalingGroupName"])
+			}
+		}
+	}
+	return out
 }
 
 var (
@@ -576,8 +609,9 @@ func TestWorkerRole(t *testing.T) {
 }
 
 // TestLambdaGrants checks the permissions each Lambda needs, and that no
-// Lambda gets a wildcard action or an unconditioned "*" resource beyond the
-// two APIs that have no resource-level permissions.
+// Lambda gets a wildcard action, cloudwatch:PutMetricData, or a "*"
+// resource beyond the scaler's autoscaling:DescribeAutoScalingGroups (which
+// has no resource-level permissions).
 func TestLambdaGrants(t *testing.T) {
 	roleOf := func(name string) string {
 		return strings.TrimSuffix(strings.TrimPrefix(render(functionByName(t, name).Props["Role"]), "${"), ".Arn}")
@@ -603,7 +637,8 @@ func TestLambdaGrants(t *testing.T) {
 			{table + `/index/gsi2$`, []string{"dynamodb:Query"}},
 			{table + `/index/gsi3$`, []string{"dynamodb:Query"}},
 			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:GetQueueAttributes", "sqs:SendMessage"}},
-			{`^\*$`, []string{"cloudwatch:PutMetricData"}},
+			{`^\$\{LullRequestsMetaLlamaLlama321bInstruct[0-9A-F]{8}\.Arn\}$`, []string{"sqs:GetQueueAttributes"}},
+			{`^\*$`, []string{"autoscaling:DescribeAutoScalingGroups"}},
 		},
 		"dlq": {
 			{`^\$\{LullRequestsQwen7bDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
@@ -627,14 +662,68 @@ func TestLambdaGrants(t *testing.T) {
 						t.Errorf("%s: wildcard action %s", name, a)
 					}
 				}
-				if slices.Contains(s.Resources, "*") {
-					switch {
-					case slices.Equal(s.Actions, []string{"cloudwatch:PutMetricData"}) && s.Condition != nil:
-					case slices.Equal(s.Actions, []string{"autoscaling:DescribeAutoScalingGroups"}):
-					default:
-						t.Errorf("%s: %v on *", name, s.Actions)
-					}
+				// The scaler's metrics are EMF log lines (lambdas/scaler/emf):
+				// writing its own log group is all they need.
+				if slices.Contains(s.Actions, "cloudwatch:PutMetricData") {
+					t.Errorf("%s: cloudwatch:PutMetricData granted; metrics travel as EMF log lines", name)
 				}
+				// Only the scaler's read of its groups, which IAM cannot
+				// scope, may name "*", and with nothing else in the statement.
+				if slices.Contains(s.Resources, "*") &&
+					(name != "scaler" || !slices.Equal(s.Actions, []string{"autoscaling:DescribeAutoScalingGroups"}) || len(s.Resources) != 1) {
+					t.Errorf("%s: %v on %v", name, s.Actions, s.Resources)
+				}
+			}
+		})
+	}
+}
+
+// scalerNamespace is the CloudWatch namespace the deployed scaler publishes
+// in: its LULL_METRIC_NAMESPACE, as settings.Scaler loads it.
+func scalerNamespace(t *testing.T) string {
+	t.Helper()
+	env := map[string]string{}
+	for k, v := range get(functionByName(t, "scaler").Props, "Environment", "Variables").(map[string]any) {
+		env[k] = render(v)
+	}
+	var cfg settings.Scaler
+	if err := envconfig.Load(&cfg, lookup(env)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.MetricNamespace
+}
+
+// TestScalingMetricMissingAlarm: for every model an alarm fires when the
+// scaler has published no BacklogPerInstance for five minutes (missing data
+// breaches), since neither scaling policy can act without it.
+func TestScalingMetricMissingAlarm(t *testing.T) {
+	ns := scalerNamespace(t)
+	topic := ""
+	for _, r := range resources("AWS::SNS::Topic") {
+		topic = "${" + r.ID + "}"
+	}
+	for _, m := range fixture.Models {
+		name := cmpOr(m.Name, m.ModelID)
+		t.Run(lull.Slug(name), func(t *testing.T) {
+			found := 0
+			for _, a := range resources("AWS::CloudWatch::Alarm") {
+				dims, _ := a.Props["Dimensions"].([]any)
+				if a.Props["MetricName"] != backlog.MetricBacklogPerInstance || len(dims) != 1 ||
+					render(get(dims[0].(map[string]any), "Value")) != name {
+					continue
+				}
+				found++
+				if a.Props["Namespace"] != ns || a.Props["Statistic"] != "SampleCount" || a.Props["Period"] != 300.0 ||
+					a.Props["ComparisonOperator"] != "LessThanThreshold" || a.Props["Threshold"] != 1.0 ||
+					a.Props["TreatMissingData"] != "breaching" || render(get(dims[0].(map[string]any), "Name")) != backlog.DimensionModel {
+					t.Errorf("alarm %s: %v", a.ID, a.Props)
+				}
+				if acts := asList(a.Props["AlarmActions"]); len(acts) != 1 || render(acts[0]) != topic {
+					t.Errorf("alarm %s actions %v, want the alarm topic %s", a.ID, acts, topic)
+				}
+			}
+			if found != 1 {
+				t.Fatalf("%d missing-metric alarms for %s, want 1", found, name)
 			}
 		})
 	}
@@ -645,6 +734,8 @@ func TestLambdaGrants(t *testing.T) {
 // template, must launch the first instance and then hand over to target
 // tracking.
 func TestScalingPolicies(t *testing.T) {
+	// The namespace the scaler publishes in is the one the policies read.
+	ns := scalerNamespace(t)
 	type group struct {
 		target    float64
 		threshold float64
@@ -676,7 +767,7 @@ func TestScalingPolicies(t *testing.T) {
 		case "TargetTrackingScaling":
 			spec := get(p.Props, "TargetTrackingConfiguration", "CustomizedMetricSpecification").(map[string]any)
 			dims := spec["Dimensions"].([]any)
-			if spec["MetricName"] != backlog.MetricBacklogPerInstance || spec["Namespace"] != "Lull" || len(dims) != 1 ||
+			if spec["MetricName"] != backlog.MetricBacklogPerInstance || spec["Namespace"] != ns || len(dims) != 1 ||
 				render(get(dims[0].(map[string]any), "Name")) != backlog.DimensionModel || render(get(dims[0].(map[string]any), "Value")) != model {
 				t.Errorf("%s: target tracking metric %v", model, spec)
 			}
@@ -701,7 +792,7 @@ func TestScalingPolicies(t *testing.T) {
 				continue
 			}
 			dims := a.Props["Dimensions"].([]any)
-			if a.Props["MetricName"] != backlog.MetricUnservedBacklog || a.Props["Namespace"] != "Lull" ||
+			if a.Props["MetricName"] != backlog.MetricUnservedBacklog || a.Props["Namespace"] != ns ||
 				render(get(dims[0].(map[string]any), "Value")) != model || a.Props["ComparisonOperator"] != "GreaterThanOrEqualToThreshold" {
 				t.Errorf("%s: scale-from-zero alarm %v", model, a.Props)
 			}

@@ -21,10 +21,16 @@ const AgeAlarmFraction = 0.5
 func fiveMinutes() awscdk.Duration { return awscdk.Duration_Minutes(jsii.Number(5)) }
 
 func (s *Service) alarm(id, description string, metric awscloudwatch.IMetric, threshold float64, op awscloudwatch.ComparisonOperator) awscloudwatch.Alarm {
+	return s.alarmMissing(id, description, metric, threshold, op, awscloudwatch.TreatMissingData_NOT_BREACHING)
+}
+
+// alarmMissing is alarm with its own treatment of missing data.
+func (s *Service) alarmMissing(id, description string, metric awscloudwatch.IMetric, threshold float64, op awscloudwatch.ComparisonOperator,
+	missing awscloudwatch.TreatMissingData) awscloudwatch.Alarm {
 	a := awscloudwatch.NewAlarm(s.scope, jsii.String(id), &awscloudwatch.AlarmProps{
 		Metric: metric, Threshold: jsii.Number(threshold), ComparisonOperator: op,
 		EvaluationPeriods: jsii.Number(1), AlarmDescription: jsii.String(description),
-		TreatMissingData: awscloudwatch.TreatMissingData_NOT_BREACHING,
+		TreatMissingData: missing,
 	})
 	action := awscloudwatchactions.NewSnsAction(s.AlarmTopic)
 	a.AddAlarmAction(action)
@@ -52,6 +58,12 @@ func (s *Service) monitoring() {
 			s.alarm(id+"AgeAlarm", fmt.Sprintf("oldest request for %s waited over %.0f%% of the default completion window", name, AgeAlarmFraction*100),
 				m.Queue.MetricApproximateAgeOfOldestMessage(&awscloudwatch.MetricOptions{Statistic: jsii.String("Maximum"), Period: fiveMinutes()}),
 				maxAge, awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD),
+			// The scaler publishes every model every minute, zeros included;
+			// without the metric neither policy can act, so silence alarms.
+			s.alarmMissing(id+"ScalingMetricMissingAlarm",
+				fmt.Sprintf("no %s for %s in 5 minutes: the scaler is not publishing it and the fleet cannot scale", backlog.MetricBacklogPerInstance, name),
+				s.scalerMetric(backlog.MetricBacklogPerInstance, name, "SampleCount").With(&awscloudwatch.MetricOptions{Period: fiveMinutes()}),
+				1, awscloudwatch.ComparisonOperator_LESS_THAN_THRESHOLD, awscloudwatch.TreatMissingData_BREACHING),
 		)
 		queueWidgets = append(queueWidgets,
 			awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{

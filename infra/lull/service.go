@@ -464,14 +464,13 @@ func (s *Service) grants() {
 	add("batch", statement([]string{"s3:PutObject"}, s.objects("inputs/")))
 	add("batch", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
 
-	// scaler: queue depths, the two sweeps, the metric.
+	// scaler: queue depths and group capacities, the two sweeps. Its
+	// metrics are Embedded Metric Format lines in its own log group
+	// (lambdas/scaler/emf), so it needs no cloudwatch:PutMetricData.
 	add("scaler", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi2", "gsi3")...))
 	add("scaler", statement([]string{"sqs:SendMessage", "sqs:GetQueueAttributes"}, s.requestQueueArns()...))
 	add("scaler", statement(send, s.Events.QueueArn()))
-	add("scaler", awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Actions: jsii.Strings("cloudwatch:PutMetricData"), Resources: jsii.Strings("*"),
-		Conditions: &map[string]interface{}{"StringEquals": map[string]interface{}{"cloudwatch:namespace": s.props.MetricNamespace}},
-	}))
+	// Describe* calls of Auto Scaling support no resource-level permissions.
 	add("scaler", statement([]string{"autoscaling:DescribeAutoScalingGroups"}, jsii.String("*")))
 
 	// dlq: fails the generation of each dead letter, announces it.

@@ -14,6 +14,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -32,6 +33,11 @@ type Clients struct {
 	DynamoDB *dynamodb.Client
 	SQS      *sqs.Client
 	S3       *s3.Client
+	// AutoScaling reads the GPU fleets' groups (the scaler). No emulator
+	// here serves it; it follows the SDK's default endpoint chain
+	// (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_AUTO_SCALING) even when the other
+	// endpoints are overridden.
+	AutoScaling *autoscaling.Client
 }
 
 // New loads the default AWS configuration and builds the clients. When any
@@ -79,5 +85,6 @@ func New(ctx context.Context, ep Endpoints) (*Clients, error) {
 				o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 			}
 		}),
+		AutoScaling: autoscaling.NewFromConfig(cfg),
 	}, nil
 }

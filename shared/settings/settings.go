@@ -52,7 +52,7 @@ type Batch struct {
 type Scaler struct {
 	Storage
 	Queues
-	MetricNamespace string `env:"LULL_METRIC_NAMESPACE" default:"Lull" doc:"CloudWatch namespace of BacklogPerInstance"`
+	MetricNamespace string `env:"LULL_METRIC_NAMESPACE" default:"Lull" doc:"CloudWatch namespace of the scaling metrics (BacklogPerInstance, UnservedBacklog)"`
 	// ASGNames maps each served model name to its Auto Scaling group name.
 	ASGNames map[string]string `env:"LULL_ASG_NAMES" doc:"JSON object: model name -> Auto Scaling group name"`
 }

@@ -125,3 +125,31 @@ func DesiredInstances(backlog int, target float64, minInstances, maxInstances in
 	n := int(math.Ceil(float64(max(backlog, 0)) / target))
 	return min(max(n, minInstances), maxInstances)
 }
+
+// NextCapacity is one minute of the two policies the infra construct
+// attaches to a model's group, acting on data as the scaler published it
+// (Decision.Data): the step policy adds ScaleFromZeroInstances while
+// MetricUnservedBacklog reaches ScaleFromZeroThreshold; otherwise target
+// tracking, which cannot act on an empty group, sets capacity to
+// ceil(capacity × MetricBacklogPerInstance / target). The result is bounded
+// by [0, maxInstances]. Like DesiredInstances it models what Auto Scaling
+// does, for tests and documentation; the scaler does not call it.
+func NextCapacity(capacity int, data []Datum, target float64, maxInstances int) int {
+	var perInstance, unserved float64
+	for _, d := range data {
+		switch d.Name {
+		case MetricBacklogPerInstance:
+			perInstance = d.Value
+		case MetricUnservedBacklog:
+			unserved = d.Value
+		}
+	}
+	next := capacity
+	switch {
+	case unserved >= ScaleFromZeroThreshold:
+		next = capacity + ScaleFromZeroInstances
+	case capacity > 0 && target > 0:
+		next = int(math.Ceil(float64(capacity) * perInstance / target))
+	}
+	return min(max(next, 0), maxInstances)
+}

@@ -95,18 +95,7 @@ func TestScalingLoop(t *testing.T) {
 	t.Parallel()
 	const target, maxN = backlog.DefaultTargetBacklogPerInstance, 20
 	step := func(capacity int, s backlog.Sample) int {
-		d := backlog.Decide(s)
-		next := capacity
-		if d.UnservedBacklog >= backlog.ScaleFromZeroThreshold {
-			next = max(next, capacity+backlog.ScaleFromZeroInstances)
-		}
-		if capacity > 0 {
-			next = max(next, int(math.Ceil(float64(capacity)*d.BacklogPerInstance/target)))
-			if d.Backlog == 0 {
-				next = 0
-			}
-		}
-		return min(next, maxN)
+		return backlog.NextCapacity(capacity, backlog.Decide(s).Data(), target, maxN)
 	}
 	for _, tc := range []struct {
 		name    string
@@ -135,6 +124,37 @@ func TestScalingLoop(t *testing.T) {
 			}
 			if capacity = step(capacity, backlog.Sample{Instances: capacity}); capacity != 0 {
 				t.Fatalf("capacity with an empty queue = %d, want 0", capacity)
+			}
+		})
+	}
+}
+
+func TestNextCapacity(t *testing.T) {
+	t.Parallel()
+	data := func(perInstance, unserved float64) []backlog.Datum {
+		return []backlog.Datum{{Name: backlog.MetricBacklogPerInstance, Value: perInstance}, {Name: backlog.MetricUnservedBacklog, Value: unserved}}
+	}
+	for _, tc := range []struct {
+		name     string
+		capacity int
+		data     []backlog.Datum
+		target   float64
+		want     int
+	}{
+		{"IdleStaysZero", 0, data(0, 0), 128, 0},
+		{"FromZero", 0, data(500, 500), 128, backlog.ScaleFromZeroInstances},
+		{"BelowThresholdStaysZero", 0, data(0.5, 0.5), 128, 0},
+		{"TargetTracking", 1, data(1000, 0), 128, 8},
+		{"ScaleIn", 4, data(10, 0), 128, 1},
+		{"ToZero", 3, data(0, 0), 128, 0},
+		{"Capped", 1, data(1e9, 0), 128, 20},
+		{"ZeroTargetHolds", 2, data(1000, 0), 0, 2},
+		{"NoData", 2, nil, 128, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := backlog.NextCapacity(tc.capacity, tc.data, tc.target, 20); got != tc.want {
+				t.Fatalf("NextCapacity(%d, %v) = %d, want %d", tc.capacity, tc.data, got, tc.want)
 			}
 		})
 	}
