@@ -627,12 +627,28 @@ func TestLambdaGrants(t *testing.T) {
 			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
 			{`/inputs/\*$`, []string{"s3:PutObject"}},
 			{`/outputs/\*$`, []string{"s3:GetObject"}},
+			{`/outputs/\*$`, []string{"s3:DeleteObject"}}, // DELETE /v1/files of an output file
+			{`/files/\*$`, []string{"s3:PutObject", "s3:GetObject"}},
+			{`/files/\*$`, []string{"s3:DeleteObject"}},
+			{`/uploads/\*$`, []string{"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}},
+			{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
 		},
 		"webhooks": {
 			{`^\$\{LullEvents[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
 			{`^\$\{LullEvents[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
+			{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},   // finalize jobs, after the last line is counted
+			{table + `$`, []string{"dynamodb:UpdateItem", "dynamodb:GetItem"}}, // CountLine's transaction
 		},
-		"batch": {{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}}, {`/files/\*$`, []string{"s3:GetObject", "s3:PutObject"}}},
+		"batch": {
+			{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
+			{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
+			{`/files/\*$`, []string{"s3:GetObject"}},
+			{`/outputs/\*$`, []string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}},
+			{`/inputs/\*$`, []string{"s3:PutObject"}},
+			{table + `$`, []string{"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:Query"}},
+			{table + `/index/gsi1$`, []string{"dynamodb:Query"}},
+			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
+		},
 		"scaler": {
 			{table + `/index/gsi2$`, []string{"dynamodb:Query"}},
 			{table + `/index/gsi3$`, []string{"dynamodb:Query"}},
@@ -919,6 +935,9 @@ func TestResources(t *testing.T) {
 		template.ResourceCountIs(jsii.String("AWS::Lambda::Function"), jsii.Number(len(lull.LambdaNames)))
 		template.AllResourcesProperties(jsii.String("AWS::Lambda::Function"), m(map[string]any{
 			"Runtime": "provided.al2023", "Architectures": []any{"arm64"}, "Handler": "bootstrap"}))
+		// The batch Lambda spools output files in /tmp.
+		template.HasResourceProperties(jsii.String("AWS::Lambda::Function"), m(map[string]any{
+			"Description": "lull batch", "EphemeralStorage": map[string]any{"Size": 4096}}))
 		template.HasResourceProperties(jsii.String("AWS::Events::Rule"), m(map[string]any{
 			"ScheduleExpression": "rate(1 minute)", "State": "ENABLED"}))
 		template.AllResourcesProperties(jsii.String("AWS::Logs::LogGroup"), m(map[string]any{"RetentionInDays": 30}))

@@ -10,7 +10,7 @@ import (
 const (
 	// Objects under one of the bucket's prefixes: object keys carry the
 	// tenant and generation IDs, unknown when the policy is written.
-	prefixObjects = `/^Resource::<.*Bucket[0-9A-F]{8}\.Arn>\/(inputs|outputs|files)\/\*$/g`
+	prefixObjects = `/^Resource::<.*Bucket[0-9A-F]{8}\.Arn>\/(inputs|outputs|files|uploads)\/\*$/g`
 	// A named Auto Scaling group: its ARN embeds a UUID that exists only
 	// after creation, so IAM policies name the group and wildcard the UUID.
 	namedGroup = `/^Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup:\*:autoScalingGroupName\/<AWS::StackName>-gpu-[a-z0-9-]+$/g`
@@ -37,7 +37,7 @@ func (s *Service) suppressions() {
 			"which the handler hashes and looks up per tenant; a Lambda authorizer would add a second invocation and latency for the same check.")
 	for _, name := range []string{"api", "webhooks", "batch"} {
 		suppress(s.Functions[name].Role(), "AwsSolutions-IAM5",
-			"Object keys under inputs/, outputs/ and files/ are per tenant and generation, created at run time; grants are limited to the prefixes and actions each Lambda uses.",
+			"Object keys under inputs/, outputs/, files/ and uploads/ are per tenant, generation, file or upload part, created at run time; grants are limited to the prefixes and actions each Lambda uses.",
 			regex(prefixObjects))
 	}
 	suppress(s.Functions["scaler"].Role(), "AwsSolutions-IAM5",

@@ -303,9 +303,9 @@ func (s *Service) environments(publicURL *string) map[string]map[string]*string 
 			"LULL_RETENTION":                 jsii.String(fmtDuration(p.Retention)),
 		}),
 		"webhooks": with(map[string]*string{
-			"LULL_EVENTS_QUEUE_URL": events,
-			"LULL_WEBHOOK_TIMEOUT":  jsii.String("10s"),
-			"LULL_PUBLIC_URL":       publicURL,
+			"LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
+			"LULL_WEBHOOK_TIMEOUT": jsii.String("10s"),
+			"LULL_PUBLIC_URL":      publicURL,
 		}),
 		"batch": with(map[string]*string{
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
@@ -394,18 +394,28 @@ func (s *Service) function(name string, env map[string]*string) awslambda.Functi
 	if name == "api" || name == "batch" {
 		memory = 1024 // CPU scales with memory: JSON and JSONL work
 	}
+	// api assembles uploads and batch writes output files through a spool
+	// file in /tmp (up to OpenAI's 200 MB input, and outputs can be larger).
+	storage := 512.0
+	switch name {
+	case "api":
+		storage = 1024
+	case "batch":
+		storage = 4096
+	}
 	return awslambda.NewFunction(s.scope, jsii.String(id+"Function"), &awslambda.FunctionProps{
-		Description:   jsii.String("lull " + name),
-		Runtime:       awslambda.Runtime_PROVIDED_AL2023(),
-		Architecture:  awslambda.Architecture_ARM_64(),
-		Handler:       jsii.String("bootstrap"),
-		Code:          awslambda.Code_FromAsset(jsii.String(filepath.Join(s.props.BuildDir, "lambda", name)), nil),
-		MemorySize:    jsii.Number(memory),
-		Timeout:       awscdk.Duration_Seconds(jsii.Number(lambdaTimeouts[name].Seconds())),
-		Environment:   &env,
-		Role:          role,
-		LogGroup:      logs,
-		LoggingFormat: awslambda.LoggingFormat_JSON,
+		EphemeralStorageSize: awscdk.Size_Mebibytes(jsii.Number(storage)),
+		Description:          jsii.String("lull " + name),
+		Runtime:              awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture:         awslambda.Architecture_ARM_64(),
+		Handler:              jsii.String("bootstrap"),
+		Code:                 awslambda.Code_FromAsset(jsii.String(filepath.Join(s.props.BuildDir, "lambda", name)), nil),
+		MemorySize:           jsii.Number(memory),
+		Timeout:              awscdk.Duration_Seconds(jsii.Number(lambdaTimeouts[name].Seconds())),
+		Environment:          &env,
+		Role:                 role,
+		LogGroup:             logs,
+		LoggingFormat:        awslambda.LoggingFormat_JSON,
 	})
 }
 
@@ -449,20 +459,21 @@ func (s *Service) grants() {
 	add("api", statement(append(rw, "dynamodb:DeleteItem", "dynamodb:Query"), s.tableResources("gsi1")...))
 	add("api", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
 	add("api", statement([]string{"s3:PutObject", "s3:GetObject"}, s.objects("inputs/"), s.objects("files/")))
+	add("api", statement([]string{"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}, s.objects("uploads/")))
 	add("api", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
-	add("api", statement([]string{"s3:DeleteObject"}, s.objects("files/")))
+	add("api", statement([]string{"s3:DeleteObject"}, s.objects("files/"), s.objects("outputs/")))
 
 	// webhooks: endpoints, deliveries, generations; reschedules on events.
 	add("webhooks", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi1")...))
-	add("webhooks", statement(send, s.Events.QueueArn()))
+	add("webhooks", statement(send, s.Events.QueueArn(), s.Batch.QueueArn()))
 	add("webhooks", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
 
 	// batch: splits input files into generations, writes output files.
-	add("batch", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi1")...))
+	add("batch", statement(append(rw, "dynamodb:Query", "dynamodb:BatchWriteItem"), s.tableResources("gsi1")...))
 	add("batch", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
 	add("batch", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects("files/")))
 	add("batch", statement([]string{"s3:PutObject"}, s.objects("inputs/")))
-	add("batch", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
+	add("batch", statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, s.objects("outputs/")))
 
 	// scaler: queue depths and group capacities, the two sweeps. Its
 	// metrics are Embedded Metric Format lines in its own log group
