@@ -78,10 +78,12 @@ func (c *Counter) finalizeIfDone(ctx context.Context, b *lull.Batch) error {
 	return send(ctx, c.BatchQueue, lull.BatchJobFinalize, b)
 }
 
-// ready reports whether every line of b is stored and has ended.
+// ready reports whether every line of b is stored and has ended, and b
+// still waits for its finalize job. (A batch already finalizing has its job:
+// SQS redelivers it if the run that took it dies.)
 func ready(b *lull.Batch) bool {
 	return b.SplitDone && b.Completed+b.Failed >= b.Total &&
-		(b.Status == lull.BatchInProgress || b.Status == lull.BatchCancelling || b.Status == lull.BatchFinalizing)
+		(b.Status == lull.BatchInProgress || b.Status == lull.BatchCancelling)
 }
 
 func send(ctx context.Context, q lull.Sender, kind string, b *lull.Batch) error {
