@@ -222,14 +222,11 @@ func (s *Store) GetFile(ctx context.Context, id string) (*lull.File, error) {
 }
 
 func (s *Store) getFile(ctx context.Context, id string, consistent bool) (*lull.File, error) {
-	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(filePK(id), "FILE"), ConsistentRead: aws.Bool(consistent)})
+	item, err := s.getItem(ctx, filePK(id), "FILE", consistent, "file "+id, "No such File object: "+id)
 	if err != nil {
-		return nil, wrap(err, "get file %s", id)
+		return nil, err
 	}
-	if len(out.Item) == 0 {
-		return nil, lull.Errorf(lull.ENOTFOUND, "No such File object: %s", id)
-	}
-	return decodeFile(out.Item)
+	return decodeFile(item)
 }
 
 // ListFiles implements lull.Batches. Limit is clamped to 1..10000; After
@@ -306,14 +303,11 @@ func (s *Store) CreateUpload(ctx context.Context, u *lull.Upload) error {
 
 // GetUpload implements lull.Batches.
 func (s *Store) GetUpload(ctx context.Context, id string) (*lull.Upload, error) {
-	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(uploadPK(id), "UPLOAD"), ConsistentRead: aws.Bool(true)})
+	item, err := s.getItem(ctx, uploadPK(id), "UPLOAD", true, "upload "+id, "No such Upload object: "+id)
 	if err != nil {
-		return nil, wrap(err, "get upload %s", id)
+		return nil, err
 	}
-	if len(out.Item) == 0 {
-		return nil, lull.Errorf(lull.ENOTFOUND, "No such Upload object: %s", id)
-	}
-	return decodeUpload(out.Item)
+	return decodeUpload(item)
 }
 
 // notPending turns a failed "still pending" condition on an upload into
@@ -397,14 +391,11 @@ func (s *Store) GetBatch(ctx context.Context, id string) (*lull.Batch, error) {
 }
 
 func (s *Store) getBatch(ctx context.Context, id string, consistent bool) (*lull.Batch, error) {
-	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(batchPK(id), "BATCH"), ConsistentRead: aws.Bool(consistent)})
+	item, err := s.getItem(ctx, batchPK(id), "BATCH", consistent, "batch "+id, "No such Batch object: "+id)
 	if err != nil {
-		return nil, wrap(err, "get batch %s", id)
+		return nil, err
 	}
-	if len(out.Item) == 0 {
-		return nil, lull.Errorf(lull.ENOTFOUND, "No batch found with id '%s'.", id)
-	}
-	return decodeBatch(out.Item)
+	return decodeBatch(item)
 }
 
 // ListBatches implements lull.Batches. limit is clamped to 1..100; after

@@ -82,6 +82,20 @@ func shard(id string) int {
 	return int(h.Sum32() % Shards)
 }
 
+// getItem reads the item (pk, sk), strongly consistent when asked; a
+// missing item is ENOTFOUND with notFound as its message, and what names the
+// item in wrapped errors.
+func (s *Store) getItem(ctx context.Context, pk, sk string, consistent bool, what, notFound string) (map[string]types.AttributeValue, error) {
+	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(pk, sk), ConsistentRead: aws.Bool(consistent)})
+	if err != nil {
+		return nil, wrap(err, "get %s", what)
+	}
+	if len(out.Item) == 0 {
+		return nil, lull.Errorf(lull.ENOTFOUND, "%s", notFound)
+	}
+	return out.Item, nil
+}
+
 // isConditionFailed reports whether err is a failed ConditionExpression.
 func isConditionFailed(err error) bool {
 	var ccf *types.ConditionalCheckFailedException

@@ -96,14 +96,11 @@ func (s *Store) Get(ctx context.Context, id string) (*lull.Generation, error) {
 }
 
 func (s *Store) get(ctx context.Context, id string, consistent bool) (*lull.Generation, error) {
-	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(genPK(id), "GEN"), ConsistentRead: aws.Bool(consistent)})
+	item, err := s.getItem(ctx, genPK(id), "GEN", consistent, "generation "+id, fmt.Sprintf("No generation found with id '%s'.", id))
 	if err != nil {
-		return nil, wrap(err, "get generation %s", id)
+		return nil, err
 	}
-	if len(out.Item) == 0 {
-		return nil, lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
-	}
-	return decode(out.Item)
+	return decode(item)
 }
 
 func decode(item map[string]types.AttributeValue) (*lull.Generation, error) {

@@ -104,15 +104,12 @@ func (r *webhookRecord) webhook() *lull.Webhook {
 
 // GetWebhook implements lull.Webhooks.
 func (s *Store) GetWebhook(ctx context.Context, id string) (*lull.Webhook, error) {
-	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(whPK(id), "WH"), ConsistentRead: aws.Bool(true)})
+	item, err := s.getItem(ctx, whPK(id), "WH", true, "webhook "+id, fmt.Sprintf("No webhook found with id '%s'.", id))
 	if err != nil {
-		return nil, wrap(err, "get webhook %s", id)
-	}
-	if len(out.Item) == 0 {
-		return nil, lull.Errorf(lull.ENOTFOUND, "No webhook found with id '%s'.", id)
+		return nil, err
 	}
 	var r webhookRecord
-	if err := attributevalue.UnmarshalMap(out.Item, &r); err != nil {
+	if err := attributevalue.UnmarshalMap(item, &r); err != nil {
 		return nil, fmt.Errorf("dynamodb: decode webhook %s: %w", id, err)
 	}
 	return r.webhook(), nil

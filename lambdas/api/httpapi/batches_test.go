@@ -101,22 +101,7 @@ func TestBatchBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			status, body := e.do(t, tc.method, tc.path, "sk-a", tc.body, tc.hdr)
-			if status != tc.status {
-				t.Fatalf("status = %d, want %d; body %v", status, tc.status, body)
-			}
-			errObj, ok := body["error"].(map[string]any)
-			if !ok {
-				t.Fatalf("no OpenAI error envelope: %v", body)
-			}
-			if msg, _ := errObj["message"].(string); msg == "" {
-				t.Errorf("empty message: %v", errObj)
-			}
-			if code, _ := errObj["code"].(string); code != tc.code {
-				t.Errorf("code = %q, want %q", code, tc.code)
-			}
-			if param, _ := errObj["param"].(string); param != tc.param {
-				t.Errorf("param = %q, want %q", param, tc.param)
-			}
+			checkError(t, status, body, tc.status, tc.code, tc.param)
 		})
 	}
 	t.Cleanup(func() {

@@ -145,26 +145,7 @@ func TestBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			status, body := e.do(t, tc.method, tc.path, tc.key, tc.body, tc.hdr)
-			if status != tc.status {
-				t.Fatalf("status = %d, want %d; body %v", status, tc.status, body)
-			}
-			errObj, ok := body["error"].(map[string]any)
-			if !ok {
-				t.Fatalf("no OpenAI error envelope: %v", body)
-			}
-			if msg, _ := errObj["message"].(string); msg == "" {
-				t.Errorf("empty message: %v", errObj)
-			}
-			if _, ok := errObj["type"].(string); !ok {
-				t.Errorf("no type: %v", errObj)
-			}
-			if code, _ := errObj["code"].(string); code != tc.code {
-				t.Errorf("code = %q, want %q", code, tc.code)
-			}
-			param, _ := errObj["param"].(string)
-			if param != tc.param {
-				t.Errorf("param = %q, want %q", param, tc.param)
-			}
+			checkError(t, status, body, tc.status, tc.code, tc.param)
 		})
 	}
 	// Bad input changes nothing: no generation stored, nothing enqueued.
@@ -177,6 +158,31 @@ func TestBadRequests(t *testing.T) {
 			t.Errorf("bad requests enqueued %d messages (err %v)", v+f, err)
 		}
 	})
+}
+
+// checkError checks an answer is OpenAI's error envelope with the status,
+// code and param expected, a message and a type.
+func checkError(t *testing.T, status int, body map[string]any, wantStatus int, code, param string) {
+	t.Helper()
+	if status != wantStatus {
+		t.Fatalf("status = %d, want %d; body %v", status, wantStatus, body)
+	}
+	errObj, ok := body["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("no OpenAI error envelope: %v", body)
+	}
+	if msg, _ := errObj["message"].(string); msg == "" {
+		t.Errorf("empty message: %v", errObj)
+	}
+	if _, ok := errObj["type"].(string); !ok {
+		t.Errorf("no type: %v", errObj)
+	}
+	if got, _ := errObj["code"].(string); got != code {
+		t.Errorf("code = %q, want %q", got, code)
+	}
+	if got, _ := errObj["param"].(string); got != param {
+		t.Errorf("param = %q, want %q", got, param)
+	}
 }
 
 func TestAcceptGetListCancel(t *testing.T) {
