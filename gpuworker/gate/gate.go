@@ -73,10 +73,10 @@ type Decision struct {
 
 // Gate tracks the engine and decides.
 type Gate struct {
-	policy  Policy
-	url     string
-	client  *http.Client
-	now     func() time.Time
+	policy   Policy
+	url      string
+	client   *http.Client
+	now      func() time.Time
 	pending  func() int // requests taken but not yet visible to the engine
 	atEngine func() int // nil: unknown
 
