@@ -89,6 +89,8 @@ type Gate struct {
 	// sent holds when requests were sent to the engine that the latest good
 	// scrape may not show yet (sent after that scrape began).
 	sent []time.Time
+	// sends counts every Sent call.
+	sends int
 	// foreign holds recent samples of other traffic's concurrency, oldest
 	// first, for the reserve.
 	foreign []otherLoad
@@ -105,7 +107,14 @@ type otherLoad struct {
 func (g *Gate) Sent() {
 	g.mu.Lock()
 	g.sent = append(g.sent, g.now())
+	g.sends++
 	g.mu.Unlock()
+}
+
+func (g *Gate) sendCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sends
 }
 
 // New returns a gate over the engine's metrics at metricsURL.
@@ -242,7 +251,11 @@ func (g *Gate) Run(ctx context.Context) {
 
 func (g *Gate) scrape(ctx context.Context) (Snapshot, error) {
 	began := g.now() // the snapshot shows what was sent before this
-	ours := 0
+	// The engine may count requests sent while the scrape is under way, so
+	// the worker's share is what was at the engine when it began plus what
+	// it sent until the answer came; otherwise those sends would look like
+	// other traffic and inflate the reserve for a whole window.
+	ours, sendsBefore := 0, g.sendCount()
 	if g.atEngine != nil {
 		ours = g.atEngine()
 	}
@@ -259,6 +272,6 @@ func (g *Gate) scrape(ctx context.Context) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("gate: scrape %s: status %d", g.url, resp.StatusCode)
 	}
 	snap, err := Parse(resp.Body, began)
-	snap.Ours = float64(ours)
+	snap.Ours = float64(ours + g.sendCount() - sendsBefore)
 	return snap, err
 }

@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -226,5 +227,30 @@ func TestGateOnSimulator(t *testing.T) {
 			t.Fatalf("gate did not close on a dead engine: %+v", g.Decide())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A request the worker sends while a scrape is under way shows in the
+// engine's answer; it must not count as other traffic.
+func TestSendDuringScrapeIsOurs(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	atEngine := 5
+	var g *Gate
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		atEngine += 3 // three sends land before the engine answers
+		n := atEngine
+		mu.Unlock()
+		for range 3 {
+			g.Sent()
+		}
+		fmt.Fprintf(w, "vllm:num_requests_running %d\nvllm:num_requests_waiting 0\n", n)
+	}))
+	defer srv.Close()
+	g = New(srv.URL, Policy{TargetRunning: 32}, Counters{AtEngine: func() int { mu.Lock(); defer mu.Unlock(); return atEngine }})
+	g.Observe(g.scrape(t.Context()))
+	if d := g.Decide(); d.Reserve != 0 || d.Budget != 24 {
+		t.Fatalf("Decide = %+v, want reserve 0 and budget 24", d)
 	}
 }

@@ -107,7 +107,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("engine: max-num-seqs %d, V1 priority scheduling, saturation %.0f tokens/s (simulated time); lull gate target %d\n", *maxSeqs, satur, *gateTarget)
+	sched := "V1 priority scheduling (waiting requests never preempt)"
+	if *preempt {
+		sched = "priority scheduling with preemption for waiting requests (V0)"
+	}
+	fmt.Printf("engine: max-num-seqs %d, %s, saturation %.0f tokens/s (simulated time); lull gate target %d\n", *maxSeqs, sched, satur, *gateTarget)
 	base, err := scenario(policy{name: "interactive only"}, true, quiet)
 	if err != nil {
 		return err
