@@ -150,7 +150,7 @@ func (g *Gate) Observe(s Snapshot, err error) {
 		}
 		g.sent = keep
 		// Other traffic: what the engine holds beyond this worker's requests
-		// (those sent before the scrape began).
+		// (those at the engine when the scrape began or sent before it was answered).
 		other := max(0, s.Running+s.Waiting-s.Ours)
 		drop := 0
 		for drop < len(g.foreign) && s.At.Sub(g.foreign[drop].at) > g.policy.ReserveWindow {
