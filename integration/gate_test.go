@@ -63,7 +63,7 @@ func TestMetricsGate(t *testing.T) {
 	rec := httptest.NewRecorder()
 	w.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
-	for _, want := range []string{"lull_worker_gate_open", "lull_worker_gate_budget", "lull_worker_engine_scrape_age_seconds", "lull_worker_unstarted"} {
+	for _, want := range []string{"lull_worker_gate_open", "lull_worker_gate_budget", "lull_worker_engine_scrape_age_seconds", "lull_worker_unstarted", "lull_worker_gate_reserve", "lull_worker_at_engine"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("worker metrics lack %s", want)
 		}

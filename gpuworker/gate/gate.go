@@ -24,6 +24,17 @@ type Policy struct {
 	MaxAge time.Duration
 	// Interval is the scrape period.
 	Interval time.Duration
+	// Reserve is the least number of sequences kept free for traffic that
+	// is not this worker's (interactive requests sent straight to the
+	// engine). Default 0.
+	Reserve int
+	// ReserveWindow is how long the gate remembers the peak of that other
+	// traffic: it keeps as many sequences free as other traffic ran at once
+	// within the window (at least Reserve). It should be longer than an
+	// async request runs, since a slot given to one is held that long and
+	// the engine does not preempt it for a newly arriving request.
+	// Default 30s. Only with Counters.AtEngine.
+	ReserveWindow time.Duration
 	// QueueDepthOnly replaces the headroom policy with the common
 	// queue-depth budget (allowed = TargetRunning × (1 − waiting/TargetRunning),
 	// minus what pending reports). Kept for comparison in benchmarks.
@@ -36,6 +47,19 @@ func (p *Policy) withDefaults() {
 	p.PreemptionCooldown = cmp.Or(p.PreemptionCooldown, 2*time.Second)
 	p.Interval = cmp.Or(p.Interval, 200*time.Millisecond)
 	p.MaxAge = cmp.Or(p.MaxAge, 5*p.Interval)
+	p.ReserveWindow = cmp.Or(p.ReserveWindow, 30*time.Second)
+}
+
+// Counters are what the worker tells the gate about its own requests.
+// Either may be nil.
+type Counters struct {
+	// Pending reports requests taken but not yet sent to the engine.
+	Pending func() int
+	// AtEngine reports this worker's requests at the engine now (sent,
+	// response not yet back). With it the gate tells its own load from
+	// other traffic and reserves room for the other traffic's recent peak;
+	// without it every running request counts as the worker's.
+	AtEngine func() int
 }
 
 // Decision is the gate's answer at one moment.
@@ -43,15 +67,18 @@ type Decision struct {
 	Open   bool
 	Budget int    // how many more requests may be taken now (0 when closed)
 	Reason string // why it is closed, or "headroom"
+	// Reserve is how many sequences the gate keeps free for other traffic.
+	Reserve int
 }
 
 // Gate tracks the engine and decides.
 type Gate struct {
-	policy  Policy
-	url     string
-	client  *http.Client
-	now     func() time.Time
-	pending func() int // requests taken but not yet visible to the engine
+	policy   Policy
+	url      string
+	client   *http.Client
+	now      func() time.Time
+	pending  func() int // requests taken but not yet visible to the engine
+	atEngine func() int // nil: unknown
 
 	mu          sync.Mutex
 	last        Snapshot
@@ -62,6 +89,17 @@ type Gate struct {
 	// sent holds when requests were sent to the engine that the latest good
 	// scrape may not show yet (sent after that scrape began).
 	sent []time.Time
+	// sends counts every Sent call.
+	sends int
+	// foreign holds recent samples of other traffic's concurrency, oldest
+	// first, for the reserve.
+	foreign []otherLoad
+}
+
+// otherLoad is other traffic's concurrency at one scrape.
+type otherLoad struct {
+	at time.Time
+	n  float64
 }
 
 // Sent records that the worker just sent a request to the engine, so the
@@ -69,19 +107,24 @@ type Gate struct {
 func (g *Gate) Sent() {
 	g.mu.Lock()
 	g.sent = append(g.sent, g.now())
+	g.sends++
 	g.mu.Unlock()
 }
 
-// New returns a gate over the engine's metrics at metricsURL. pending
-// reports how many requests the worker holds that the engine does not count
-// yet (received, not yet sent); nil means none.
-func New(metricsURL string, p Policy, pending func() int) *Gate {
+func (g *Gate) sendCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sends
+}
+
+// New returns a gate over the engine's metrics at metricsURL.
+func New(metricsURL string, p Policy, c Counters) *Gate {
 	p.withDefaults()
-	if pending == nil {
-		pending = func() int { return 0 }
+	if c.Pending == nil {
+		c.Pending = func() int { return 0 }
 	}
 	return &Gate{policy: p, url: metricsURL, client: &http.Client{Timeout: 2 * time.Second}, now: time.Now,
-		pending: pending, changed: make(chan struct{})}
+		pending: c.Pending, atEngine: c.AtEngine, changed: make(chan struct{})}
 }
 
 // Policy returns the effective policy.
@@ -106,6 +149,14 @@ func (g *Gate) Observe(s Snapshot, err error) {
 			}
 		}
 		g.sent = keep
+		// Other traffic: what the engine holds beyond this worker's requests
+		// (those at the engine when the scrape began or sent before it was answered).
+		other := max(0, s.Running+s.Waiting-s.Ours)
+		drop := 0
+		for drop < len(g.foreign) && s.At.Sub(g.foreign[drop].at) > g.policy.ReserveWindow {
+			drop++
+		}
+		g.foreign = append(g.foreign[drop:], otherLoad{s.At, other})
 	}
 	close(g.changed)
 	g.changed = make(chan struct{})
@@ -146,11 +197,24 @@ func (g *Gate) Decide() Decision {
 	case !g.preemptedAt.IsZero() && now.Sub(g.preemptedAt) < p.PreemptionCooldown:
 		return Decision{Reason: "recent preemption"}
 	}
-	budget := p.TargetRunning - int(math.Ceil(s.Running)) - len(g.sent) - g.pending()
-	if budget <= 0 {
-		return Decision{Reason: "engine full"}
+	if g.atEngine == nil {
+		budget := p.TargetRunning - int(math.Ceil(s.Running)) - len(g.sent) - g.pending()
+		if budget <= 0 {
+			return Decision{Reason: "engine full"}
+		}
+		return Decision{Open: true, Budget: budget, Reason: "headroom"}
 	}
-	return Decision{Open: true, Budget: budget, Reason: "headroom"}
+	// Keep room for the most other traffic seen lately; fill the rest.
+	peak := 0.0
+	for _, f := range g.foreign {
+		peak = max(peak, f.n)
+	}
+	reserve := max(p.Reserve, int(math.Ceil(peak)))
+	budget := p.TargetRunning - reserve - g.atEngine() - g.pending()
+	if budget <= 0 {
+		return Decision{Reason: fmt.Sprintf("engine full (%d kept for other traffic)", reserve), Reserve: reserve}
+	}
+	return Decision{Open: true, Budget: budget, Reason: "headroom", Reserve: reserve}
 }
 
 // Wait blocks until the gate opens (or ctx ends) and returns the budget.
@@ -187,6 +251,14 @@ func (g *Gate) Run(ctx context.Context) {
 
 func (g *Gate) scrape(ctx context.Context) (Snapshot, error) {
 	began := g.now() // the snapshot shows what was sent before this
+	// The engine may count requests sent while the scrape is under way, so
+	// the worker's share is what was at the engine when it began plus what
+	// it sent until the answer came; otherwise those sends would look like
+	// other traffic and inflate the reserve for a whole window.
+	ours, sendsBefore := 0, g.sendCount()
+	if g.atEngine != nil {
+		ours = g.atEngine()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.url, nil)
 	if err != nil {
 		return Snapshot{}, err
@@ -199,5 +271,7 @@ func (g *Gate) scrape(ctx context.Context) (Snapshot, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Snapshot{}, fmt.Errorf("gate: scrape %s: status %d", g.url, resp.StatusCode)
 	}
-	return Parse(resp.Body, began)
+	snap, err := Parse(resp.Body, began)
+	snap.Ours = float64(ours + g.sendCount() - sendsBefore)
+	return snap, err
 }

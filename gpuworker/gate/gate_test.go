@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -104,7 +105,7 @@ func TestDecide(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := &clock{t: time.Unix(1000, 0)}
-			g := New("http://unused", Policy{TargetRunning: 32, Interval: 200 * time.Millisecond}, func() int { return tc.pending })
+			g := New("http://unused", Policy{TargetRunning: 32, Interval: 200 * time.Millisecond}, Counters{Pending: func() int { return tc.pending }})
 			g.now = c.now
 			tc.prep(g, c)
 			d := g.Decide()
@@ -117,6 +118,64 @@ func TestDecide(t *testing.T) {
 
 func snap(s Snapshot, c *clock) Snapshot { s.At = c.now(); return s }
 
+// TestReserve: knowing its own requests at the engine, the gate keeps free
+// as many sequences as other traffic recently ran at once.
+func TestReserve(t *testing.T) {
+	t.Parallel()
+	// mixed is a scrape with ours of the worker's requests among running.
+	mixed := func(running, ours float64) Snapshot { return Snapshot{Running: running, Ours: ours} }
+	for _, tc := range []struct {
+		name    string
+		policy  Policy
+		scrapes []Snapshot // one per 100ms
+		after   time.Duration
+		ours    int // at the engine now
+		pending int
+		open    bool
+		budget  int
+		reserve int
+		reason  string
+	}{
+		{"AllOurs", Policy{}, []Snapshot{mixed(20, 20)}, 0, 20, 0, true, 12, 0, "headroom"},
+		{"OtherTrafficKeptFree", Policy{}, []Snapshot{mixed(20, 12)}, 0, 12, 0, true, 12, 8, "headroom"},
+		{"Waiting", Policy{}, []Snapshot{{Running: 12, Ours: 12, Waiting: 3}}, 0, 12, 0, false, 0, 0, "queueing"},
+		{"WaitingCountsAsOther", Policy{}, []Snapshot{{Running: 12, Ours: 12, Waiting: 3}, mixed(12, 12)}, 0, 12, 0, true, 17, 3, "headroom"},
+		{"PeakRemembered", Policy{}, []Snapshot{mixed(30, 10), mixed(12, 10)}, time.Second, 10, 0, true, 2, 20, "headroom"},
+		{"PeakForgotten", Policy{ReserveWindow: 2 * time.Second}, append([]Snapshot{mixed(30, 10)}, repeat(mixed(12, 10), 30)...), 0, 10, 0, true, 20, 2, "headroom"},
+		{"MinimumReserve", Policy{Reserve: 6}, []Snapshot{mixed(10, 10)}, 0, 10, 0, true, 16, 6, "headroom"},
+		{"PendingCounts", Policy{}, []Snapshot{mixed(14, 10)}, 0, 10, 5, true, 13, 4, "headroom"},
+		{"FullWithReserve", Policy{}, []Snapshot{mixed(32, 16)}, 0, 16, 0, false, 0, 16, "kept for other traffic"},
+		{"NewSendsCountAtOnce", Policy{}, []Snapshot{mixed(10, 10)}, 0, 25, 0, true, 7, 0, "headroom"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := &clock{t: time.Unix(1000, 0)}
+			p := tc.policy
+			p.TargetRunning, p.Interval, p.MaxAge = 32, 100*time.Millisecond, 10*time.Second
+			g := New("http://unused", p, Counters{Pending: func() int { return tc.pending }, AtEngine: func() int { return tc.ours }})
+			g.now = c.now
+			for _, s := range tc.scrapes {
+				g.Observe(snap(s, c), nil)
+				c.add(100 * time.Millisecond)
+			}
+			c.add(tc.after)
+			g.Observe(snap(tc.scrapes[len(tc.scrapes)-1], c), nil)
+			d := g.Decide()
+			if d.Open != tc.open || d.Budget != tc.budget || d.Reserve != tc.reserve || !strings.Contains(d.Reason, tc.reason) {
+				t.Fatalf("Decide = %+v, want open=%v budget=%d reserve=%d reason~%q", d, tc.open, tc.budget, tc.reserve, tc.reason)
+			}
+		})
+	}
+}
+
+func repeat(s Snapshot, n int) []Snapshot {
+	out := make([]Snapshot, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
 // Against the simulator: open when idle, closed while requests queue, open again after.
 func TestGateOnSimulator(t *testing.T) {
 	t.Parallel()
@@ -126,7 +185,7 @@ func TestGateOnSimulator(t *testing.T) {
 	}
 	srv := httptest.NewServer(sim)
 	defer func() { srv.CloseClientConnections(); srv.Close(); sim.Close() }()
-	g := New(srv.URL+"/metrics", Policy{TargetRunning: 4, Interval: 20 * time.Millisecond}, nil)
+	g := New(srv.URL+"/metrics", Policy{TargetRunning: 4, Interval: 20 * time.Millisecond}, Counters{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go g.Run(ctx)
@@ -168,5 +227,30 @@ func TestGateOnSimulator(t *testing.T) {
 			t.Fatalf("gate did not close on a dead engine: %+v", g.Decide())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A request the worker sends while a scrape is under way shows in the
+// engine's answer; it must not count as other traffic.
+func TestSendDuringScrapeIsOurs(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	atEngine := 5
+	var g *Gate
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		atEngine += 3 // three sends land before the engine answers
+		n := atEngine
+		mu.Unlock()
+		for range 3 {
+			g.Sent()
+		}
+		fmt.Fprintf(w, "vllm:num_requests_running %d\nvllm:num_requests_waiting 0\n", n)
+	}))
+	defer srv.Close()
+	g = New(srv.URL, Policy{TargetRunning: 32}, Counters{AtEngine: func() int { mu.Lock(); defer mu.Unlock(); return atEngine }})
+	g.Observe(g.scrape(t.Context()))
+	if d := g.Decide(); d.Reserve != 0 || d.Budget != 24 {
+		t.Fatalf("Decide = %+v, want reserve 0 and budget 24", d)
 	}
 }

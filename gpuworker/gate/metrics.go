@@ -2,7 +2,11 @@
 // engine's Prometheus /metrics (vLLM names) several times a second and opens
 // only while the engine has headroom — nothing waiting, KV cache below a
 // watermark, no fresh preemptions — with a budget of how many more requests
-// fit. Stale or missing metrics close it.
+// fit. The budget fills the engine to a target number of sequences less a
+// reserve: the most sequences that other traffic (requests that are not the
+// worker's, e.g. interactive ones sent straight to the engine) ran at once
+// lately, so that traffic finds free slots when it comes back. Stale or
+// missing metrics close it.
 package gate
 
 import (
@@ -33,6 +37,9 @@ type Snapshot struct {
 	HasKV          bool
 	Preemptions    float64
 	HasPreemptions bool
+	// Ours is how many of the worker's own requests were at the engine
+	// when the scrape began (set by the gate, not by Parse).
+	Ours float64
 }
 
 // Parse reads Prometheus text exposition. Lines may carry any labels or

@@ -10,30 +10,32 @@ import (
 // package sets these variables in the instance user data; envconfig.Names(&Config{})
 // is the list a deployment must match.
 type Config struct {
-	Model          string        `env:"LULL_MODEL" required:"true" doc:"model name the worker serves (as clients send it)"`
-	QueueURL       string        `env:"LULL_QUEUE_URL" required:"true" doc:"SQS URL of the model's request queue"`
-	EventsQueueURL string        `env:"LULL_EVENTS_QUEUE_URL" doc:"SQS URL of the events queue (webhook fan-out); empty disables events"`
-	Table          string        `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
-	Bucket         string        `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs and outputs"`
-	VLLMURL        string        `env:"VLLM_URL" default:"http://127.0.0.1:8000" doc:"base URL of the local vLLM OpenAI server"`
-	VLLMCommand    string        `env:"LULL_VLLM_COMMAND" doc:"command line that starts the engine (split on spaces), e.g. 'vllm serve <model> --port 8000 --scheduling-policy priority'; empty: attach to VLLM_URL"`
-	EngineModel    string        `env:"LULL_ENGINE_MODEL" doc:"model name the engine expects, when it differs from LULL_MODEL"`
-	AsyncPriority  int           `env:"LULL_ASYNC_PRIORITY" default:"0" doc:"vLLM request priority for async work when the engine runs --scheduling-policy priority (higher runs later; 0 sends none)"`
-	Concurrency    int           `env:"LULL_CONCURRENCY" default:"16" doc:"most generations in flight at once"`
-	Visibility     time.Duration `env:"LULL_VISIBILITY_TIMEOUT" default:"60s" doc:"SQS visibility the worker holds and extends while a generation runs"`
-	RequestTimeout time.Duration `env:"LULL_ENGINE_TIMEOUT" default:"10m" doc:"longest one engine call may take"`
-	EngineRetries  int           `env:"LULL_ENGINE_RETRIES" default:"3" doc:"attempts per delivery on transient engine errors"`
-	WorkerID       string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
-	MetricsAddr    string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
-	DrainTimeout   time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
-	Gate           string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots), metrics (vLLM /metrics headroom) or queue-depth (budget 1 - waiting/target; for comparison)"`
-	GateTarget     int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
-	GateKVHigh     float64       `env:"LULL_GATE_KV_HIGH" default:"0.9" doc:"metrics gate: KV-cache usage that closes the gate"`
-	GateInterval   time.Duration `env:"LULL_GATE_INTERVAL" default:"200ms" doc:"metrics gate: scrape period"`
-	IMDSURL        string        `env:"LULL_IMDS_URL" doc:"EC2 metadata service to watch for spot interruptions and scale-in (http://169.254.169.254 on EC2); empty disables"`
-	IMDSInterval   time.Duration `env:"LULL_IMDS_INTERVAL" default:"2s" doc:"how often the metadata service is polled"`
-	ASGName        string        `env:"LULL_ASG_NAME" doc:"Auto Scaling group whose termination lifecycle hook the worker completes after draining"`
-	LifecycleHook  string        `env:"LULL_LIFECYCLE_HOOK" doc:"name of that termination lifecycle hook"`
+	Model             string        `env:"LULL_MODEL" required:"true" doc:"model name the worker serves (as clients send it)"`
+	QueueURL          string        `env:"LULL_QUEUE_URL" required:"true" doc:"SQS URL of the model's request queue"`
+	EventsQueueURL    string        `env:"LULL_EVENTS_QUEUE_URL" doc:"SQS URL of the events queue (webhook fan-out); empty disables events"`
+	Table             string        `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
+	Bucket            string        `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs and outputs"`
+	VLLMURL           string        `env:"VLLM_URL" default:"http://127.0.0.1:8000" doc:"base URL of the local vLLM OpenAI server"`
+	VLLMCommand       string        `env:"LULL_VLLM_COMMAND" doc:"command line that starts the engine (split on spaces), e.g. 'vllm serve <model> --port 8000 --scheduling-policy priority'; empty: attach to VLLM_URL"`
+	EngineModel       string        `env:"LULL_ENGINE_MODEL" doc:"model name the engine expects, when it differs from LULL_MODEL"`
+	AsyncPriority     int           `env:"LULL_ASYNC_PRIORITY" default:"0" doc:"vLLM request priority for async work when the engine runs --scheduling-policy priority (higher runs later; 0 sends none)"`
+	Concurrency       int           `env:"LULL_CONCURRENCY" default:"16" doc:"most generations in flight at once"`
+	Visibility        time.Duration `env:"LULL_VISIBILITY_TIMEOUT" default:"60s" doc:"SQS visibility the worker holds and extends while a generation runs"`
+	RequestTimeout    time.Duration `env:"LULL_ENGINE_TIMEOUT" default:"10m" doc:"longest one engine call may take"`
+	EngineRetries     int           `env:"LULL_ENGINE_RETRIES" default:"3" doc:"attempts per delivery on transient engine errors"`
+	WorkerID          string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
+	MetricsAddr       string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
+	DrainTimeout      time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
+	Gate              string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots), metrics (vLLM /metrics headroom) or queue-depth (budget 1 - waiting/target; for comparison)"`
+	GateTarget        int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
+	GateReserve       int           `env:"LULL_GATE_RESERVE" default:"0" doc:"metrics gate: sequences always kept free for other (interactive) traffic; the gate keeps at least the recent peak of that traffic free"`
+	GateReserveWindow time.Duration `env:"LULL_GATE_RESERVE_WINDOW" default:"30s" doc:"metrics gate: how long the peak of other traffic is remembered (longer than an async request runs)"`
+	GateKVHigh        float64       `env:"LULL_GATE_KV_HIGH" default:"0.9" doc:"metrics gate: KV-cache usage that closes the gate"`
+	GateInterval      time.Duration `env:"LULL_GATE_INTERVAL" default:"200ms" doc:"metrics gate: scrape period"`
+	IMDSURL           string        `env:"LULL_IMDS_URL" doc:"EC2 metadata service to watch for spot interruptions and scale-in (http://169.254.169.254 on EC2); empty disables"`
+	IMDSInterval      time.Duration `env:"LULL_IMDS_INTERVAL" default:"2s" doc:"how often the metadata service is polled"`
+	ASGName           string        `env:"LULL_ASG_NAME" doc:"Auto Scaling group whose termination lifecycle hook the worker completes after draining"`
+	LifecycleHook     string        `env:"LULL_LIFECYCLE_HOOK" doc:"name of that termination lifecycle hook"`
 }
 
 func (c *Config) validate() error {

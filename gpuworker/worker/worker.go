@@ -65,6 +65,9 @@ type Worker struct {
 	drainMu   sync.Mutex
 	drainBy   time.Time
 
+	// started receives (capacity 1) when a message stops being unstarted.
+	started chan struct{}
+
 	stats Stats
 }
 
@@ -73,6 +76,7 @@ type Stats struct {
 	Received  atomic.Int64 // messages received
 	InFlight  atomic.Int64 // generations running now
 	Unstarted atomic.Int64 // messages received and not yet sent to the engine
+	AtEngine  atomic.Int64 // requests sent to the engine whose response is not back yet
 	Completed atomic.Int64 // generations this worker completed
 	Failed    atomic.Int64 // generations this worker marked failed
 	Released  atomic.Int64 // messages handed back to the queue unfinished
@@ -98,15 +102,19 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		host, _ := os.Hostname()
 		id = cmp.Or(host, "worker") + "-" + lull.NewID("w")[2:8]
 	}
-	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{})}
+	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{}), started: make(chan struct{}, 1)}
 	if deps.Gate == nil && cfg.Gate != "fixed" {
-		p := gate.Policy{TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval}
-		pending := func() int { return int(w.stats.Unstarted.Load()) }
+		p := gate.Policy{TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval,
+			Reserve: cfg.GateReserve, ReserveWindow: cfg.GateReserveWindow}
+		c := gate.Counters{
+			Pending:  func() int { return int(w.stats.Unstarted.Load()) },
+			AtEngine: func() int { return int(w.stats.AtEngine.Load()) },
+		}
 		if cfg.Gate == "queue-depth" { // the comparison policy counts all its own work
 			p.QueueDepthOnly = true
-			pending = func() int { return int(w.stats.Unstarted.Load() + w.stats.InFlight.Load()) }
+			c = gate.Counters{Pending: func() int { return int(w.stats.Unstarted.Load() + w.stats.InFlight.Load()) }}
 		}
-		w.deps.Gate = gate.New(strings.TrimRight(cfg.VLLMURL, "/")+"/metrics", p, pending)
+		w.deps.Gate = gate.New(strings.TrimRight(cfg.VLLMURL, "/")+"/metrics", p, c)
 		w.ownGate = true
 	}
 	w.deps.Logger = deps.Logger.With("worker", id, "model", cfg.Model)
@@ -162,6 +170,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		free := 1
 		limit := min(10, cap(slots))
 		if w.deps.Gate != nil {
+			// Take more only once everything taken has reached the engine,
+			// so the gate's budget counts it and nothing waits here that
+			// another worker could start.
+			if !w.waitAllStarted(ctx) {
+				<-slots
+				continue
+			}
 			budget, err := w.deps.Gate.Wait(ctx)
 			if err != nil {
 				<-slots
@@ -221,6 +236,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// waitAllStarted blocks until no received message is unstarted; false
+// when ctx ended first.
+func (w *Worker) waitAllStarted(ctx context.Context) bool {
+	for w.stats.Unstarted.Load() > 0 {
+		select {
+		case <-w.started:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
 // Drain makes Run stop receiving at once and return after letting running
 // generations finish until deadline (or the drain timeout, whichever comes
 // first; zero deadline: the drain timeout), releasing the rest to the queue.
@@ -274,7 +302,7 @@ func (w *Worker) logGate(ctx context.Context) {
 			state = "open"
 		}
 		if state != last {
-			w.deps.Logger.InfoContext(ctx, "load gate "+state, "budget", d.Budget)
+			w.deps.Logger.InfoContext(ctx, "load gate "+state, "budget", d.Budget, "reserve", d.Reserve)
 			last = state
 		}
 	}
@@ -304,9 +332,16 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 	markStarted := func(sent bool) {
 		if !started {
 			started = true
+			if sent {
+				w.stats.AtEngine.Add(1)
+				if w.deps.Gate != nil {
+					w.deps.Gate.Sent()
+				}
+			}
 			w.stats.Unstarted.Add(-1)
-			if sent && w.deps.Gate != nil {
-				w.deps.Gate.Sent()
+			select {
+			case w.started <- struct{}{}:
+			default:
 			}
 		}
 	}
@@ -393,6 +428,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job 
 	}
 	started(true)
 	res, err := w.callEngine(runCtx, log, g, body)
+	w.stats.AtEngine.Add(-1)
 	switch {
 	case err == nil:
 	case runCtx.Err() != nil:

@@ -25,22 +25,50 @@ type Config struct {
 	// BlockSize is the number of tokens one KV block holds. Default 16.
 	BlockSize int
 
-	// DecodeStepBase is the fixed cost of one engine step. Default 8ms.
+	// Step costs. The defaults model an 8B-parameter model in BF16 (e.g.
+	// Llama-3.1-8B: 16 GB of weights, 128 KiB of KV per token) on a GPU
+	// with about 2 TB/s of effective memory bandwidth (A100-80GB class).
+	// Decode is memory-bandwidth bound: every step reads all the weights
+	// (the base cost) plus each running sequence's KV cache, so step time
+	// grows only mildly with the batch. docs/gate.md lists the published
+	// measurements they are checked against; in short, vLLM's inter-token
+	// latency rises 1.7 % from 1 to 4 concurrent requests for Llama-3.1-8B
+	// on an H100 (6.48 → 6.59 ms) and 39 % from 1 to 32 for a 0.5B model on
+	// an L4 (5.1 → 7.1 ms, compute-bound, so an upper bound on the slope).
+	// With the defaults a step is 8.0 ms for one short sequence and about
+	// 9.4 ms for 32 sequences of 300 tokens of context (+18 %).
+
+	// DecodeStepBase is the fixed cost of one engine step: reading the
+	// weights once (16 GB at 2 TB/s). Default 8ms.
 	DecodeStepBase time.Duration
-	// DecodePerSeq is the extra cost of a step per running sequence, so
-	// per-token latency grows with the batch and throughput saturates.
-	// Default 250µs.
+	// DecodePerSeq is the extra cost of a step per running sequence
+	// (sampling, scheduling, activations), apart from its KV reads.
+	// Default 25µs.
 	DecodePerSeq time.Duration
+	// DecodePerContextToken is the cost per token of context (prompt and
+	// output so far) of every running sequence in a step: reading its KV
+	// cache (128 KiB per token at 2 TB/s is about 65 ns). Default 65ns.
+	DecodePerContextToken time.Duration
 	// PrefillPerToken is the cost of each prompt token admitted (or
-	// recomputed after a preemption) in a step. Default 50µs.
+	// recomputed after a preemption) in a step: compute bound, about
+	// 2 × 8 GFLOP per token at 40 % of an A100/H100-class GPU's BF16
+	// peak. Default 50µs.
 	PrefillPerToken time.Duration
 
-	// PriorityScheduling mimics --scheduling-policy priority: waiting
-	// requests are ordered by (priority, arrival), lower first, and one
-	// with a better priority preempts worse running ones when the batch (or
-	// the KV cache) is full.
+	// PriorityScheduling mimics --scheduling-policy priority as vLLM's V1
+	// engine implements it: waiting requests are ordered by (priority,
+	// arrival), lower first, and when a running sequence needs a KV block
+	// and none is free the worst running sequence (by priority, then latest
+	// arrival) is preempted. A waiting request never preempts a running
+	// one: when the batch is full (MaxNumSeqs) or its blocks do not fit, it
+	// waits for a slot, whatever its priority (vllm-project/vllm#40004).
 	// Without it a non-zero "priority" is rejected with 400, as vLLM does.
 	PriorityScheduling bool
+	// PreemptForWaiting additionally lets a waiting request of strictly
+	// better priority preempt the worst running sequence when the batch or
+	// the KV cache is full (vLLM's older V0 engine, and what the open
+	// proposals for #40004 add). Only with PriorityScheduling.
+	PreemptForWaiting bool
 	// LegacyCacheMetric also emits the KV usage gauge under its older name
 	// vllm:gpu_cache_usage_perc, next to vllm:kv_cache_usage_perc (vLLM
 	// releases during the rename emitted both).
@@ -62,7 +90,8 @@ func (c Config) withDefaults() Config {
 	c.KVBlocks = cmp.Or(c.KVBlocks, 2048)
 	c.BlockSize = cmp.Or(c.BlockSize, 16)
 	c.DecodeStepBase = cmp.Or(c.DecodeStepBase, 8*time.Millisecond)
-	c.DecodePerSeq = cmp.Or(c.DecodePerSeq, 250*time.Microsecond)
+	c.DecodePerSeq = cmp.Or(c.DecodePerSeq, 25*time.Microsecond)
+	c.DecodePerContextToken = cmp.Or(c.DecodePerContextToken, 65*time.Nanosecond)
 	c.PrefillPerToken = cmp.Or(c.PrefillPerToken, 50*time.Microsecond)
 	c.TimeScale = cmp.Or(c.TimeScale, 1)
 	c.LegacyCacheMetric = c.LegacyCacheMetric || c.LegacyCacheMetricOnly
@@ -84,7 +113,8 @@ func (c Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"DecodeStepBase", c.DecodeStepBase}, {"DecodePerSeq", c.DecodePerSeq}, {"PrefillPerToken", c.PrefillPerToken}} {
+	}{{"DecodeStepBase", c.DecodeStepBase}, {"DecodePerSeq", c.DecodePerSeq}, {"DecodePerContextToken", c.DecodePerContextToken},
+		{"PrefillPerToken", c.PrefillPerToken}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %v", d.name, d.v))
 		}

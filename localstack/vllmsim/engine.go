@@ -300,7 +300,7 @@ func (e *engine) loop() {
 // scheduleLocked prepares one step. It grows every running sequence by the
 // KV blocks its next token needs, preempting the worst running sequences
 // when blocks run out; then, if nothing was preempted, it lets better
-// waiting sequences preempt worse running ones (priority scheduling) and
+// waiting sequences preempt worse running ones (PreemptForWaiting) and
 // admits waiting sequences while the batch and the KV cache allow. It
 // returns the step's simulated duration and whether anything runs.
 func (e *engine) scheduleLocked() (time.Duration, bool) {
@@ -325,7 +325,7 @@ func (e *engine) scheduleLocked() (time.Duration, bool) {
 	}
 	prefill := 0
 	if !preempted {
-		if cfg.PriorityScheduling {
+		if cfg.PriorityScheduling && cfg.PreemptForWaiting {
 			for len(e.waiting) > 0 && len(e.running) > 0 {
 				head, worst := e.waiting[0], e.running[len(e.running)-1]
 				if head.priority >= worst.priority || len(e.running) < cfg.MaxNumSeqs && e.fitsLocked(head) {
@@ -356,7 +356,12 @@ func (e *engine) scheduleLocked() (time.Duration, bool) {
 	if len(e.running) == 0 {
 		return 0, false
 	}
-	d := cfg.DecodeStepBase + time.Duration(len(e.running))*cfg.DecodePerSeq + time.Duration(prefill)*cfg.PrefillPerToken
+	context := 0 // tokens of KV the step reads
+	for _, s := range e.running {
+		context += s.prompt + int(s.generated.Load())
+	}
+	d := cfg.DecodeStepBase + time.Duration(len(e.running))*cfg.DecodePerSeq +
+		time.Duration(context)*cfg.DecodePerContextToken + time.Duration(prefill)*cfg.PrefillPerToken
 	e.busy += d
 	return d, true
 }

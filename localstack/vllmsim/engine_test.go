@@ -206,7 +206,8 @@ func TestThroughputSaturates(t *testing.T) {
 		for i, n := range levels {
 			t.Run(strconv.Itoa(n), func(t *testing.T) {
 				t.Parallel()
-				s, url := newSim(t, Config{MaxNumSeqs: maxSeqs, TimeScale: 0.1})
+				// A negligible KV-read cost keeps the expected step exact.
+				s, url := newSim(t, Config{MaxNumSeqs: maxSeqs, TimeScale: 0.1, DecodePerSeq: 250 * time.Microsecond, DecodePerContextToken: time.Nanosecond})
 				ctx, cancel := context.WithCancel(t.Context())
 				done := make(chan struct{})
 				go func() { defer close(done); load(ctx, t, url, n, 1000, "") }()
@@ -226,7 +227,7 @@ func TestThroughputSaturates(t *testing.T) {
 	t.Logf("simulated tokens/s at concurrency %v: %.0f", levels, tput)
 	for i, n := range levels {
 		k := float64(min(n, maxSeqs))
-		want := k / (8e-3 + k*250e-6) // k tokens per step of 8ms + k×250µs
+		want := k / (8e-3 + k*250e-6) // k tokens per step of 8ms + k×250µs (+ ≤ 1µs per sequence of KV reads)
 		if math.Abs(tput[i]-want) > 0.03*want {
 			t.Errorf("concurrency %d: %.0f tokens/s, want %.0f", n, tput[i], want)
 		}
@@ -263,31 +264,49 @@ func TestTimeScalePacing(t *testing.T) {
 
 func TestPriorityOvertakes(t *testing.T) {
 	t.Parallel()
-	s, url := newSim(t, Config{MaxNumSeqs: 2, PriorityScheduling: true, TimeScale: 0.05})
-	finished := make(chan string, 7)
-	send := func(name string, priority, tokens int) {
-		go func() {
-			body := fmt.Sprintf(`{"model":"lull-sim-1","prompt":%q,"max_tokens":%d,"ignore_eos":true,"priority":%d}`, name, tokens, priority)
-			if code, data := post(t.Context(), t, url+"/v1/completions", body); code != http.StatusOK {
-				t.Errorf("%s: %d %s", name, code, data)
+	for _, tc := range []struct {
+		name        string
+		preempt     bool
+		before      int   // low-priority requests that finish before the urgent one
+		preemptions int64 // of running low-priority requests
+	}{
+		// V1: the urgent request jumps the queue but waits for a free slot:
+		// the first running one (100 tokens) finishes, then the urgent one
+		// (10 tokens) before the second (200).
+		{"WaitsForSlot", false, 1, 0},
+		// V0 / PreemptForWaiting: it takes a running one's slot at once.
+		{"PreemptsForWaiting", true, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, url := newSim(t, Config{MaxNumSeqs: 2, PriorityScheduling: true, PreemptForWaiting: tc.preempt, TimeScale: 0.05})
+			finished := make(chan string, 7)
+			send := func(name string, priority, tokens int) {
+				go func() {
+					body := fmt.Sprintf(`{"model":"lull-sim-1","prompt":%q,"max_tokens":%d,"ignore_eos":true,"priority":%d}`, name, tokens, priority)
+					if code, data := post(t.Context(), t, url+"/v1/completions", body); code != http.StatusOK {
+						t.Errorf("%s: %d %s", name, code, data)
+					}
+					finished <- name
+				}()
 			}
-			finished <- name
-		}()
-	}
-	for i := range 6 {
-		send(fmt.Sprintf("low%d", i), 10, 400)
-	}
-	waitFor(t, "a full batch and a queue", func() bool { st := s.Stats(); return st.Running == 2 && st.Waiting == 4 })
-	send("urgent", 0, 10) // done ~4ms after it arrives; the first low one ~170ms after that
-	if first := <-finished; first != "urgent" {
-		t.Fatalf("%s finished first; the priority-0 request should overtake the priority-10 ones", first)
-	}
-	for range 6 {
-		<-finished
-	}
-	// The urgent request preempted exactly one running low one; nothing else.
-	if st := s.Stats(); st.Preemptions != 1 || st.Completed != 7 {
-		t.Fatalf("stats %+v: want one preemption", st)
+			for i := range 6 {
+				send(fmt.Sprintf("low%d", i), 10, 100*(i+1))
+			}
+			waitFor(t, "a full batch and a queue", func() bool { st := s.Stats(); return st.Running == 2 && st.Waiting == 4 })
+			send("urgent", 0, 10)
+			before := 0
+			for name := <-finished; name != "urgent"; name = <-finished {
+				before++
+			}
+			for range 6 - before {
+				<-finished
+			}
+			if st := s.Stats(); before != tc.before || st.Preemptions != tc.preemptions || st.Completed != 7 {
+				t.Fatalf("%d low-priority requests finished first, stats %+v: want %d first and %d preemptions",
+					before, st, tc.before, tc.preemptions)
+			}
+		})
 	}
 }
 
@@ -304,24 +323,28 @@ func submitJob(t *testing.T, e *engine, prompt, tokens, priority int) *job {
 
 // TestSchedulingOrder checks the engine's own completion order, free of
 // client-side timing: with a full batch (MaxNumSeqs 2) and two requests
-// queued, a late short request overtakes them only under priority
-// scheduling with a better priority, by preempting one running request.
+// queued, a late short request of better priority jumps the queue under
+// priority scheduling (taking the first free slot), and with
+// PreemptForWaiting takes a running request's slot at once.
 func TestSchedulingOrder(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		priority    bool
+		preempt     bool
 		latePrio    int
 		wantOrdinal uint64 // of the late request
 		preemptions int64
 	}{
-		{"FCFS", false, 0, 5, 0},
-		{"PrioritySame", true, 10, 5, 0},
-		{"PriorityBetter", true, 0, 1, 1},
+		{"FCFS", false, false, 0, 5, 0},
+		{"PrioritySame", true, false, 10, 5, 0},
+		{"PriorityBetter", true, false, 0, 3, 0},
+		{"PriorityBetterPreempting", true, true, 0, 1, 1},
+		{"PrioritySamePreempting", true, true, 10, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEngine(Config{MaxNumSeqs: 2, PriorityScheduling: tc.priority, TimeScale: 0.1}.withDefaults())
+			e := newEngine(Config{MaxNumSeqs: 2, PriorityScheduling: tc.priority, PreemptForWaiting: tc.preempt, TimeScale: 0.1}.withDefaults())
 			defer e.close()
 			var early []*job
 			for range 4 {
@@ -365,7 +388,7 @@ func TestConfig(t *testing.T) {
 				defer s.Close()
 				c := s.Config()
 				if c.Model != "lull-sim-1" || c.MaxModelLen != 8192 || c.MaxNumSeqs != 64 || c.KVBlocks != 2048 || c.BlockSize != 16 ||
-					c.DecodeStepBase != 8*time.Millisecond || c.DecodePerSeq != 250*time.Microsecond ||
+					c.DecodeStepBase != 8*time.Millisecond || c.DecodePerSeq != 25*time.Microsecond || c.DecodePerContextToken != 65*time.Nanosecond ||
 					c.PrefillPerToken != 50*time.Microsecond || c.TimeScale != 1 {
 					t.Fatalf("defaults %+v", c)
 				}

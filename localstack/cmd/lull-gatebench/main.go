@@ -7,7 +7,15 @@
 //	             MaxConcurrentInvocationsPerInstance style), no priority
 //	queue-depth  budget = 1 − waiting/max-concurrency, no priority
 //	lull         lull's headroom gate (nothing waiting, KV below the
-//	             watermark, no fresh preemptions), async at low priority
+//	             watermark, no fresh preemptions, room kept for the recent
+//	             peak of interactive traffic), async at low priority
+//
+// The engine behaves as vLLM's V1 engine does under --scheduling-policy
+// priority: a waiting interactive request goes ahead of waiting async ones
+// but never preempts a running one, so it finds a slot only if one is free.
+// The interactive trace (fixed seed) starts with the async consumer and both
+// run for a warm-up longer than an async request lasts before measuring, so
+// every policy is measured in its steady state on the same trace.
 //
 // It prints, per policy and load: engine token throughput as a share of the
 // measured saturation throughput, async tokens/s, interactive TTFT p50/p99
@@ -41,19 +49,27 @@ import (
 
 var (
 	timeScale  = flag.Float64("time-scale", 1, "simulator speed (1 = real time)")
-	runFor     = flag.Duration("duration", 10*time.Second, "wall time per scenario")
+	runFor     = flag.Duration("duration", 10*time.Second, "wall time measured per scenario")
+	warmup     = flag.Duration("warmup", 6*time.Second, "wall time each scenario runs before measuring (longer than an async request)")
 	genTokens  = flag.Int("async-tokens", 512, "tokens per async generation")
-	gateTarget = flag.Int("gate-target", 24, "lull gate: sequences to fill the engine to (below max-num-seqs leaves room for interactive bursts)")
+	gateTarget = flag.Int("gate-target", 0, "lull gate: sequences to fill the engine to, reserve included (0: max-num-seqs)")
 	burstGap   = flag.Duration("burst-gap", 300*time.Millisecond, "mean gap between interactive bursts (1-8 requests each)")
 	maxSeqs    = flag.Int("max-num-seqs", 32, "engine's max running sequences")
+	preempt    = flag.Bool("preempt-for-waiting", false, "engine lets a better-priority waiting request preempt running ones (vLLM V0; proposed for V1 in vllm-project/vllm#40004)")
+	reserveWin = flag.Duration("reserve-window", 0, "lull gate: LULL_GATE_RESERVE_WINDOW (0: the worker's default)")
+	only       = flag.String("policies", "", "comma-separated policies to run (default all)")
+	fair       = flag.Bool("fairness", true, "run the four-worker check")
 )
 
 func simConfig() vllmsim.Config {
-	return vllmsim.Config{MaxNumSeqs: *maxSeqs, KVBlocks: 2048, BlockSize: 16, PriorityScheduling: true, TimeScale: *timeScale}
+	return vllmsim.Config{MaxNumSeqs: *maxSeqs, KVBlocks: 2048, BlockSize: 16, PriorityScheduling: true, PreemptForWaiting: *preempt, TimeScale: *timeScale}
 }
 
 func main() {
 	flag.Parse()
+	if *gateTarget == 0 {
+		*gateTarget = *maxSeqs
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "lull-gatebench:", err)
 		os.Exit(1)
@@ -91,7 +107,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("engine: max-num-seqs %d, saturation %.0f tokens/s (simulated time)\n", *maxSeqs, satur)
+	sched := "V1 priority scheduling (waiting requests never preempt)"
+	if *preempt {
+		sched = "priority scheduling with preemption for waiting requests (V0)"
+	}
+	fmt.Printf("engine: max-num-seqs %d, %s, saturation %.0f tokens/s (simulated time); lull gate target %d\n", *maxSeqs, sched, satur, *gateTarget)
 	base, err := scenario(policy{name: "interactive only"}, true, quiet)
 	if err != nil {
 		return err
@@ -99,6 +119,9 @@ func run() error {
 	results := []outcome{base}
 	for _, load := range []bool{false, true} {
 		for _, p := range policies {
+			if *only != "" && !slices.Contains(strings.Split(*only, ","), p.name) {
+				continue
+			}
 			o, err := scenario(p, load, quiet)
 			if err != nil {
 				return err
@@ -124,6 +147,9 @@ func run() error {
 		fmt.Printf("%-17s %-12s %8.0f%% %10.0f %10s %10s %10s %10s %8d %8d\n", o.policy, o.load, 100*o.engineTokS/satur, o.asyncTokS, p50, p99, infl, fill, o.hoarded, o.preemptions)
 	}
 	fmt.Printf("\nidle capacity left by the interactive trace: %.0f tokens/s (%.0f%% of saturation)\n", idle, 100*idle/satur)
+	if !*fair {
+		return nil
+	}
 	return fairness(quiet)
 }
 
@@ -164,7 +190,8 @@ func complete(ctx context.Context, url, prompt string, maxTokens, priority int) 
 }
 
 // interactive replays a bursty trace (fixed seed) and returns TTFTs and tokens.
-func interactive(ctx context.Context, url string) ([]time.Duration, *atomic.Int64) {
+// Only requests sent at or after from count.
+func interactive(ctx context.Context, url string, from time.Time) ([]time.Duration, *atomic.Int64) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	var mu sync.Mutex
 	var ttfts []time.Duration
@@ -177,11 +204,12 @@ func interactive(ctx context.Context, url string) ([]time.Duration, *atomic.Int6
 		case <-time.After(gap):
 		}
 		burst := 1 + rng.IntN(8)
+		counted := !time.Now().Before(from)
 		for b := range burst {
 			maxTok := 24 + rng.IntN(48)
 			wg.Go(func() {
 				t, tok := streamTTFT(ctx, url, fmt.Sprintf("interactive %d.%d please answer", n, b), maxTok)
-				if t > 0 {
+				if t > 0 && counted {
 					mu.Lock()
 					ttfts = append(ttfts, t)
 					mu.Unlock()
@@ -278,6 +306,7 @@ func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL st
 		c.DrainTimeout = time.Second
 		c.GateTarget = target
 		c.GateInterval = 50 * time.Millisecond
+		c.GateReserveWindow = *reserveWin
 		switch p.gate {
 		case "fixed":
 			c.Gate, c.Concurrency = "fixed", 2*target
@@ -323,19 +352,22 @@ func scenario(p policy, withInteractive bool, log *slog.Logger) (outcome, error)
 			return o, err
 		}
 	}
-	time.Sleep(time.Second) // warm up
-	runCtx, stop := context.WithTimeout(ctx, *runFor)
+	// The interactive trace starts now, with the consumer; measuring starts
+	// after the warm-up.
+	measureFrom := time.Now().Add(*warmup)
+	runCtx, stop := context.WithDeadline(ctx, measureFrom.Add(*runFor))
 	defer stop()
-	start, t0 := s.Stats(), time.Now()
 	var ttfts []time.Duration
 	var itok *atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if withInteractive {
-			ttfts, itok = interactive(runCtx, srv.URL)
+			ttfts, itok = interactive(runCtx, srv.URL, measureFrom)
 		}
 	}()
+	time.Sleep(time.Until(measureFrom))
+	start, t0 := s.Stats(), time.Now()
 	for runCtx.Err() == nil {
 		if w != nil {
 			o.hoarded = max(o.hoarded, w.Stats().Unstarted.Load())
@@ -356,11 +388,16 @@ func scenario(p policy, withInteractive bool, log *slog.Logger) (outcome, error)
 }
 
 // fairness runs four workers with engines of different speeds on one queue
-// and counts samples in which a worker held received-but-unsent messages
-// while another worker's engine had room.
+// and counts samples in which a worker held messages it could not start
+// while another worker's engine had room. A worker holds the messages it
+// received that neither run on its engine nor fit in the engine's free
+// slots: those queued inside the engine, and unsent ones beyond its free
+// slots (unsent ones that fit are being started: the lease write and the
+// HTTP call take a few milliseconds). A worker is idle when its engine's
+// running, queued and on-the-way requests leave a slot free.
 func fairness(log *slog.Logger) error {
 	fmt.Printf("\nfour workers, engines 1x/2x/3x/4x slower, one queue (samples every 5ms)\n")
-	fmt.Printf("%-12s %12s %22s %28s\n", "policy", "completed", "max held by one worker", "samples held-while-other-idle")
+	fmt.Printf("%-12s %12s %22s %22s %30s\n", "policy", "completed", "max unsent (1 worker)", "max held (1 worker)", "samples held-while-other-idle")
 	for _, p := range []policy{{"fixed", "fixed", 0}, {"lull", "metrics", 10}} {
 		if err := fairnessRun(p, log); err != nil {
 			return err
@@ -400,30 +437,33 @@ func fairnessRun(p policy, log *slog.Logger) error {
 			}
 			ws = append(ws, w)
 		}
-		held, heldWhileIdle := int64(0), 0
+		held, unsent, heldWhileIdle, samples := int64(0), int64(0), 0, 0
 		deadline := time.Now().Add(*runFor / 2)
 		for time.Now().Before(deadline) {
-			var idle bool
-			var maxHeld int64
+			var holders, idlers []int
 			for i, w := range ws {
-				// held: received, not running on its engine (unsent + waiting inside the engine)
-				h := w.Stats().Unstarted.Load() + int64(sims[i].Stats().Waiting)
-				maxHeld = max(maxHeld, h)
-				if sims[i].Stats().Running < target && w.Stats().Unstarted.Load() == 0 {
-					idle = true
+				st, u := sims[i].Stats(), w.Stats().Unstarted.Load()
+				free := int64(target - st.Running)
+				h := max(0, u+int64(st.Waiting)-free)
+				unsent, held = max(unsent, u), max(held, h)
+				if h > 0 {
+					holders = append(holders, i)
+				}
+				if int64(st.Running+st.Waiting)+u < target {
+					idlers = append(idlers, i)
 				}
 			}
-			held = max(held, maxHeld)
-			if idle && maxHeld > 0 {
+			if len(holders) > 0 && len(idlers) > 0 { // never the same worker: a holder has no free slot
 				heldWhileIdle++
 			}
+			samples++
 			time.Sleep(5 * time.Millisecond)
 		}
 		var completed int64
 		for _, w := range ws {
 			completed += w.Stats().Completed.Load()
 		}
-		fmt.Printf("%-12s %12d %22d %28d\n", p.name, completed, held, heldWhileIdle)
+		fmt.Printf("%-12s %12d %22d %22d %24d of %d\n", p.name, completed, unsent, held, heldWhileIdle, samples)
 		cancel()
 		st.Close()
 		for i := range sims {
