@@ -658,6 +658,7 @@ func TestLambdaGrants(t *testing.T) {
 		},
 		"dlq": {
 			{`^\$\{LullRequestsQwen7bDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
+			{`^\$\{LullBatchDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}}, // fails batches whose jobs died
 			{table + `$`, []string{"dynamodb:UpdateItem"}},
 		},
 	}
@@ -902,7 +903,7 @@ func TestResources(t *testing.T) {
 		template.ResourceCountIs(jsii.String("AWS::SQS::QueuePolicy"), jsii.Number(2*(len(fixture.Models)+2)))
 	})
 	check(t, "event sources", func() {
-		template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(2+len(fixture.Models)))
+		template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(3+len(fixture.Models))) // events, batch, batch DLQ, one DLQ per model
 		template.AllResourcesProperties(jsii.String("AWS::Lambda::EventSourceMapping"), m(map[string]any{
 			"FunctionResponseTypes": []any{"ReportBatchItemFailures"}}))
 	})

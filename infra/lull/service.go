@@ -358,6 +358,8 @@ func (s *Service) lambdas() {
 	for _, name := range s.modelNames() {
 		s.Functions["dlq"].AddEventSource(src(s.Models[name].DLQ, 10, 0))
 	}
+	// A batch job that exhausted its receives fails its batch.
+	s.Functions["dlq"].AddEventSource(src(s.BatchDLQ, 10, 0))
 	rule := awsevents.NewRule(s.scope, jsii.String("ScalerSchedule"), &awsevents.RuleProps{
 		Description: jsii.String("lull scaler: backlog metric, expiry sweep, re-enqueue"),
 		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),

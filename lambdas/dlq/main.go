@@ -1,5 +1,6 @@
-// Command dlq is the Lambda consuming the request queues' dead-letter queues:
-// it marks their generations failed. Configuration: settings.DLQ.
+// Command dlq is the Lambda consuming the request queues' dead-letter queues
+// (it marks their generations failed) and the batch queue's (it fails the
+// batch). Configuration: settings.DLQ.
 package main
 
 import (
@@ -25,8 +26,9 @@ func main() {
 		log.Error("dlq init failed", "err", err)
 		os.Exit(1)
 	}
+	store := dynamodb.New(c.DynamoDB, cfg.Table)
 	h := &deadletter.Handler{
-		Generations: dynamodb.New(c.DynamoDB, cfg.Table), Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
+		Generations: store, Batches: store, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
 		Logger: log, Now: time.Now,
 	}
 	lambda.Start(h.Handle)

@@ -251,10 +251,12 @@ func (s *Stack) start(ctx context.Context) error {
 	}
 
 	// The DLQ consumer, through a local event-source poller.
-	dlq := &deadletter.Handler{Generations: s.Store, Events: events, Logger: log, Now: time.Now}
-	s.goRun(func() {
-		(&poller.Poller{Name: "dlq", Queue: sqs.New(s.Clients.SQS, s.DLQURL), Handler: dlq.Handle, Logger: log}).Run(runCtx)
-	})
+	dlq := &deadletter.Handler{Generations: s.Store, Batches: s.Store, Events: events, Logger: log, Now: time.Now}
+	for _, url := range []string{s.DLQURL, s.BatchDLQURL} {
+		s.goRun(func() {
+			(&poller.Poller{Name: "dlq", Queue: sqs.New(s.Clients.SQS, url), Handler: dlq.Handle, Logger: log}).Run(runCtx)
+		})
+	}
 
 	// The sweeper on a ticker, as EventBridge runs the scaler Lambda.
 	sw := &sweep.Sweeper{

@@ -19,9 +19,13 @@ import (
 // Handler is the SQS-triggered DLQ consumer.
 type Handler struct {
 	Generations lull.Generations
-	Events      lull.Sender // nil disables events
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Batches, when set, also takes the batch queue's dead letters: a batch
+	// whose job kept failing ends failed, so that every batch reaches a
+	// terminal status.
+	Batches lull.Batches
+	Events  lull.Sender // nil disables events
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Handle fails the generation of each record. Records whose generation is
@@ -39,6 +43,10 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 }
 
 func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
+	var bj lull.BatchJob
+	if json.Unmarshal([]byte(rec.Body), &bj) == nil && bj.Kind != "" && bj.BatchID != "" {
+		return h.batch(ctx, bj)
+	}
 	var job lull.Job
 	if err := json.Unmarshal([]byte(rec.Body), &job); err != nil || job.GenerationID == "" {
 		h.Logger.ErrorContext(ctx, "malformed dead letter dropped", "message_id", rec.MessageId)
@@ -71,4 +79,33 @@ func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
 	}
 	log.InfoContext(ctx, "generation failed from dead-letter queue", "attempts", g.Attempts)
 	return dispatch.Announce(ctx, h.Events, done)
+}
+
+// batch fails the batch of a dead batch job, unless it already ended.
+func (h *Handler) batch(ctx context.Context, job lull.BatchJob) error {
+	log := h.Logger.With("batch_id", job.BatchID, "tenant", job.Tenant, "kind", job.Kind)
+	if h.Batches == nil {
+		log.ErrorContext(ctx, "batch dead letter dropped: no batch store configured")
+		return nil
+	}
+	errs := []lull.BatchError{{Code: "internal_error",
+		Message: fmt.Sprintf("The batch's %s step kept failing and was given up; lines that finished are not in a file. Create the batch again.", job.Kind)}}
+	done, err := h.Batches.UpdateBatch(ctx, job.BatchID,
+		[]lull.BatchStatus{lull.BatchValidating, lull.BatchInProgress, lull.BatchCancelling, lull.BatchFinalizing},
+		lull.BatchChange{Status: lull.BatchFailed, At: h.Now().UTC(), Errors: errs})
+	if lull.IsNotFound(err) || lull.IsConflict(err) {
+		return nil // gone, or ended meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	log.WarnContext(ctx, "batch failed from dead-letter queue")
+	if h.Events == nil {
+		return nil
+	}
+	body, err := json.Marshal(lull.BatchEventFor(done))
+	if err != nil {
+		return err
+	}
+	return h.Events.Send(ctx, body, done.Tenant, 0)
 }

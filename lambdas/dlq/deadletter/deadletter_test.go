@@ -3,6 +3,7 @@ package deadletter_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/sqs"
 	"github.com/lull-ai/lull/shared/storetest"
 )
 
@@ -63,4 +65,54 @@ func TestHandle(t *testing.T) {
 	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "9" {
 		t.Fatalf("broken Handle = %+v, %v", resp, err)
 	}
+}
+
+// TestBatchDeadLetter: a batch job that exhausted its receives fails its
+// batch (which is announced) unless the batch already ended.
+func TestBatchDeadLetter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, be := storetest.Table(t, "dlqb")
+	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dlqb-events-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := sqs.New(be.Clients.SQS, qurl)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	mk := func(st lull.BatchStatus) *lull.Batch {
+		b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "t", Endpoint: lull.EndpointChat, InputFileID: lull.NewID("file"),
+			CompletionWindow: "24h", Status: st, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := store.CreateBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	stuck, ended := mk(lull.BatchValidating), mk(lull.BatchCompleted)
+	job := func(b *lull.Batch) string {
+		body, _ := json.Marshal(lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: b.Tenant})
+		return string(body)
+	}
+	h := &deadletter.Handler{Generations: store, Batches: store, Events: events, Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	resp, err := h.Handle(ctx, eventsOf(job(stuck), job(ended)))
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("Handle = %+v, %v", resp, err)
+	}
+	if b, _ := store.GetBatch(ctx, stuck.ID); b.Status != lull.BatchFailed || len(b.Errors) != 1 || b.Errors[0].Code != "internal_error" || b.FailedAt.IsZero() {
+		t.Fatalf("stuck batch after DLQ: %+v", b)
+	}
+	if b, _ := store.GetBatch(ctx, ended.ID); b.Status != lull.BatchCompleted {
+		t.Fatalf("ended batch changed to %s", b.Status)
+	}
+	msgs, err := events.Receive(ctx, 10, time.Second, time.Minute)
+	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), `"type":"batch.failed"`) {
+		t.Fatalf("events sent: %v, %v", msgs, err)
+	}
+}
+
+func eventsOf(bodies ...string) events.SQSEvent {
+	var ev events.SQSEvent
+	for i, b := range bodies {
+		ev.Records = append(ev.Records, events.SQSMessage{MessageId: fmt.Sprint(i), Body: b})
+	}
+	return ev
 }
