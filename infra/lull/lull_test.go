@@ -915,7 +915,7 @@ func TestResources(t *testing.T) {
 			"BucketEncryption": like(map[string]any{"ServerSideEncryptionConfiguration": []any{
 				map[string]any{"ServerSideEncryptionByDefault": map[string]any{"SSEAlgorithm": "AES256"}}}}),
 			"PublicAccessBlockConfiguration": map[string]any{"BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true},
-			"LifecycleConfiguration":         map[string]any{"Rules": assertions.Match_ArrayWith(arr(rule("inputs/"), rule("outputs/"), rule("files/")))},
+			"LifecycleConfiguration":         map[string]any{"Rules": assertions.Match_ArrayWith(arr(rule("inputs/"), rule("outputs/"), rule("files/"), rule("uploads/")))},
 		}))
 		template.HasResourceProperties(jsii.String("AWS::S3::BucketPolicy"), m(map[string]any{"PolicyDocument": like(map[string]any{
 			"Statement": assertions.Match_ArrayWith(arr(like(map[string]any{"Effect": "Deny", "Condition": map[string]any{"Bool": map[string]any{"aws:SecureTransport": "false"}}})))})}))

@@ -185,6 +185,10 @@ func (s *Service) storage() {
 			rule("outputs", "outputs/", keep),
 			// Batch API files (input JSONL, output and error files).
 			rule("files", "files/", s.props.FileRetention+24*time.Hour),
+			// Parts of /v1/uploads uploads: an upload takes parts for an
+			// hour, and completion or cancel deletes them; this catches the
+			// abandoned ones.
+			rule("uploads", "uploads/", 48*time.Hour),
 		},
 		RemovalPolicy: s.removal(),
 	})
