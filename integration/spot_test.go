@@ -93,7 +93,12 @@ func TestSpotInterruptionDrains(t *testing.T) {
 	for i := range 3 {
 		ids = append(ids, submit(t, st.URL, "sk-lull-dev", fmt.Sprintf("long %d", i)))
 	}
-	waitFor(t, 10*time.Second, "long ones running", func() bool { return doomed.Stats().InFlight.Load() == 3 })
+	// InFlight alone is not enough: the last short one still counts as in
+	// flight while its message is deleted, after Completed moved. The engine
+	// holding all three long requests is what the notice must find.
+	waitFor(t, 10*time.Second, "long ones running", func() bool {
+		return doomed.Stats().InFlight.Load() == 3 && eng.started.Load() == 7
+	})
 
 	var n *worker.Notice
 	select {

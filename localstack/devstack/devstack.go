@@ -238,17 +238,16 @@ func (s *Stack) start(ctx context.Context) error {
 		})
 	}
 
-	// The batch Lambda on the batch queue (one job at a time per poller, as
-	// the deployed event source mapping runs it).
+	// The batch Lambda on the batch queue, one job at a time as the deployed
+	// event source mapping runs it (batch size 1). One poller: idle pollers
+	// cost the in-process SQS a short poll every 20 ms each.
 	batches := &batchjob.Handler{
 		Counter: counter, Blobs: s.Blobs, Events: events, Now: time.Now,
 		Queues: map[string]lull.BatchSender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
 	}
-	for range 2 {
-		s.goRun(func() {
-			(&poller.Poller{Name: "batch", Queue: batchQ, Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
-		})
-	}
+	s.goRun(func() {
+		(&poller.Poller{Name: "batch", Queue: batchQ, Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
+	})
 
 	// The DLQ consumer, through a local event-source poller.
 	dlq := &deadletter.Handler{Generations: s.Store, Batches: s.Store, Events: events, Logger: log, Now: time.Now}
