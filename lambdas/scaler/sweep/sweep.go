@@ -5,9 +5,11 @@
 package sweep
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/lull-ai/lull/shared/dispatch"
@@ -24,8 +26,15 @@ type Sweeper struct {
 	// Grace is how old an unenqueued generation must be before it is
 	// re-sent, so the API's own send is not raced; 30s when zero.
 	Grace time.Duration
-	// Limit caps the work of one sweep; 1000 when zero.
+	// Limit is the page size of each query; 1000 when zero.
 	Limit int
+	// Budget bounds the time one sweep spends expiring: it takes page
+	// after page (a batch's 50,000 lines can expire at once) until none is
+	// left or the budget is spent; 30s when zero (the scaler Lambda runs
+	// for at most 50 s, once a minute).
+	Budget time.Duration
+	// Concurrency bounds parallel expirations; 16 when zero.
+	Concurrency int
 }
 
 // Result counts what a sweep did.
@@ -65,21 +74,53 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 		res.Reenqueued++
 		s.Logger.InfoContext(ctx, "re-enqueued generation", "generation_id", g.ID, "tenant", g.Tenant)
 	}
-	due, err := s.Generations.DueToExpire(ctx, now, limit)
-	errs = append(errs, err)
-	for _, g := range due {
-		done, err := s.Generations.Finish(ctx, g.ID, lull.StatusExpired, lull.Outcome{At: now.UTC(), Failure: &lull.Failure{
-			Code: "expired", Message: "The completion window ended before the generation could finish."}})
-		if lull.IsConflict(err) {
-			continue
+	budget, conc := cmp.Or(s.Budget, 30*time.Second), cmp.Or(s.Concurrency, 16)
+	start := time.Now()
+	for {
+		due, err := s.Generations.DueToExpire(ctx, now, limit)
+		errs = append(errs, err)
+		n, err := s.expire(ctx, now, due, conc)
+		errs = append(errs, err)
+		res.Expired += n
+		// Stop when the index is drained, when a page made no progress (it
+		// may list what was just expired until the index catches up, or
+		// keep failing), or when the budget is spent.
+		if len(due) < limit || n == 0 || time.Since(start) > budget || ctx.Err() != nil {
+			break
 		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		res.Expired++
-		s.Logger.InfoContext(ctx, "expired generation", "generation_id", g.ID, "tenant", g.Tenant)
-		errs = append(errs, dispatch.Announce(ctx, s.Events, done))
 	}
 	return res, errors.Join(errs...)
+}
+
+// expire moves each of due to expired and announces it, conc at a time, and
+// returns how many it expired.
+func (s *Sweeper) expire(ctx context.Context, now time.Time, due []*lull.Generation, conc int) (int, error) {
+	var mu sync.Mutex
+	var errs []error
+	expired := 0
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for _, g := range due {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			done, err := s.Generations.Finish(ctx, g.ID, lull.StatusExpired, lull.Outcome{At: now.UTC(), Failure: &lull.Failure{
+				Code: "expired", Message: "The completion window ended before the generation could finish."}})
+			if lull.IsConflict(err) {
+				return
+			}
+			if err == nil {
+				s.Logger.InfoContext(ctx, "expired generation", "generation_id", g.ID, "tenant", g.Tenant)
+				err = dispatch.Announce(ctx, s.Events, done)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if done != nil {
+				expired++
+			}
+			errs = append(errs, err)
+		})
+	}
+	wg.Wait()
+	return expired, errors.Join(errs...)
 }

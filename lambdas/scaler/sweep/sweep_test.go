@@ -76,3 +76,48 @@ func TestSweep(t *testing.T) {
 	}
 	_ = fresh
 }
+
+// TestSweepExpiresPastOnePage: a whole batch's worth of generations whose
+// window ended expires in one sweep, page after page, each announced once.
+func TestSweepExpiresPastOnePage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, b := storetest.Table(t, "sweepmany")
+	url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweepmany-"+lull.NewID("q")[2:], 30*time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := sqs.New(b.Clients.SQS, url)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	const n = 35
+	for range n {
+		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+			CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Minute), Request: json.RawMessage(`{}`)}
+		if _, _, err := store.Create(ctx, g, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.MarkEnqueued(ctx, g.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &sweep.Sweeper{Generations: store, Queues: map[string]lull.Sender{}, Events: events,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Limit: 10, Concurrency: 4}
+	res, err := s.Sweep(ctx)
+	if err != nil || res.Expired != n {
+		t.Fatalf("Sweep = %+v, %v; want %d expired in one sweep of pages of 10", res, err, n)
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		msgs, err := events.Receive(ctx, 10, time.Second, 30*time.Second)
+		if err != nil || len(msgs) == 0 {
+			t.Fatalf("events: %d of %d, %v", len(seen), n, err)
+		}
+		for _, m := range msgs {
+			var e lull.Event
+			if json.Unmarshal(m.Body, &e) != nil || seen[e.GenerationID] {
+				t.Fatalf("bad or repeated event %s", m.Body)
+			}
+			seen[e.GenerationID] = true
+		}
+	}
+}
