@@ -385,6 +385,24 @@ func (s *Store) CreateBatch(ctx context.Context, b *lull.Batch) error {
 	return wrap(err, "create batch %s", b.ID)
 }
 
+// CreateBatchOnce implements lull.Batches.
+func (s *Store) CreateBatchOnce(ctx context.Context, b *lull.Batch, idemKey, fingerprint string) (*lull.Batch, bool, error) {
+	item, err := attributevalue.MarshalMap(toBatchRecord(b))
+	if err != nil {
+		return nil, false, fmt.Errorf("dynamodb: marshal batch %s: %w", b.ID, err)
+	}
+	priorID, created, err := s.putOnce(ctx, "IDEM#"+b.Tenant+"#batch#"+idemKey, "batch_id", b.ID, fingerprint,
+		b.CreatedAt.Add(s.retention()).Unix(), item, "batch "+b.ID)
+	if err != nil || created {
+		return b, created, err
+	}
+	prior, err := s.getBatch(ctx, priorID, true)
+	if err != nil {
+		return nil, false, err
+	}
+	return prior, false, nil
+}
+
 // GetBatch implements lull.Batches.
 func (s *Store) GetBatch(ctx context.Context, id string) (*lull.Batch, error) {
 	return s.getBatch(ctx, id, true)
@@ -527,6 +545,26 @@ func (s *Store) SetSplitProgress(ctx context.Context, id string, created int, do
 		return gerr
 	}
 	return wrap(err, "set split progress of batch %s", id)
+}
+
+// ClaimSplit implements lull.Batches.
+func (s *Store) ClaimSplit(ctx context.Context, id, owner string, now, until time.Time) error {
+	_, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(batchPK(id), "BATCH"),
+		UpdateExpression: aws.String("SET split_owner = :me, split_until = :until"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND " +
+			"(attribute_not_exists(split_until) OR split_until < :now OR split_owner = :me)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":me": str(owner), ":until": n(ms(until)), ":now": n(ms(now)),
+		},
+	})
+	if isConditionFailed(err) {
+		if _, gerr := s.GetBatch(ctx, id); gerr != nil {
+			return gerr
+		}
+		return lull.Errorf(lull.ECONFLICT, "batch %s is being split by another run", id)
+	}
+	return wrap(err, "claim split of batch %s", id)
 }
 
 // transactionConflict reports whether a transaction was cancelled because

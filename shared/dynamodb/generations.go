@@ -53,41 +53,54 @@ func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint stri
 		return g, true, nil
 	}
 
-	idemPK := "IDEM#" + g.Tenant + "#" + g.IdempotencyKey
-	idem := key(idemPK, "IDEM")
-	idem["generation_id"] = str(g.ID)
-	idem["fingerprint"] = str(fingerprint)
-	idem["ttl"] = n(g.CreatedAt.Add(s.retention()).Unix())
-	_, err = s.c.TransactWriteItems(ctx, &ddb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-		{Put: &types.Put{TableName: &s.table, Item: idem, ConditionExpression: notExists}},
-		{Put: &types.Put{TableName: &s.table, Item: item, ConditionExpression: notExists}},
-	}})
-	if err == nil {
-		return g, true, nil
+	priorID, created, err := s.putOnce(ctx, "IDEM#"+g.Tenant+"#"+g.IdempotencyKey, "generation_id", g.ID, fingerprint,
+		g.CreatedAt.Add(s.retention()).Unix(), item, "generation "+g.ID)
+	if err != nil || created {
+		return g, created, err
 	}
-	if !cancelledByCondition(err, 0) {
-		return nil, false, wrap(err, "create generation %s with idempotency key", g.ID)
-	}
-	out, err := s.c.GetItem(ctx, &ddb.GetItemInput{TableName: &s.table, Key: key(idemPK, "IDEM"), ConsistentRead: aws.Bool(true)})
-	if err != nil {
-		return nil, false, wrap(err, "get idempotency key")
-	}
-	var prior struct {
-		GenerationID string `dynamodbav:"generation_id"`
-		Fingerprint  string `dynamodbav:"fingerprint"`
-	}
-	if err := attributevalue.UnmarshalMap(out.Item, &prior); err != nil || prior.GenerationID == "" {
-		return nil, false, fmt.Errorf("dynamodb: idempotency key %q vanished or is malformed: %v", g.IdempotencyKey, err)
-	}
-	if prior.Fingerprint != fingerprint {
-		return nil, false, &lull.Error{Code: lull.ECONFLICT, Param: "Idempotency-Key",
-			Message: "This Idempotency-Key was already used with a different request."}
-	}
-	existing, err := s.get(ctx, prior.GenerationID, true)
+	existing, err := s.get(ctx, priorID, true)
 	if err != nil {
 		return nil, false, err
 	}
 	return existing, false, nil
+}
+
+// putOnce writes item together with the idempotency record idemPK → id
+// (idAttr names the ID's attribute), both only if absent, in one
+// transaction. When idemPK is recorded already it writes nothing and
+// returns the recorded ID and created=false, or ECONFLICT (param
+// Idempotency-Key) when that request's fingerprint differs.
+func (s *Store) putOnce(ctx context.Context, idemPK, idAttr, id, fingerprint string, ttl int64,
+	item map[string]types.AttributeValue, what string) (string, bool, error) {
+	notExists := aws.String("attribute_not_exists(pk)")
+	idem := key(idemPK, "IDEM")
+	idem[idAttr] = str(id)
+	idem["fingerprint"] = str(fingerprint)
+	idem["ttl"] = n(ttl)
+	_, err := s.c.TransactWriteItems(ctx, &ddb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+		{Put: &types.Put{TableName: &s.table, Item: idem, ConditionExpression: notExists}},
+		{Put: &types.Put{TableName: &s.table, Item: item, ConditionExpression: notExists}},
+	}})
+	if err == nil {
+		return id, true, nil
+	}
+	if !cancelledByCondition(err, 0) {
+		return "", false, wrap(err, "create %s with idempotency key", what)
+	}
+	prior, err := s.getItem(ctx, idemPK, "IDEM", true, "idempotency key", "idempotency key vanished")
+	if err != nil {
+		return "", false, err
+	}
+	priorID, _ := prior[idAttr].(*types.AttributeValueMemberS)
+	priorFP, _ := prior["fingerprint"].(*types.AttributeValueMemberS)
+	if priorID == nil || priorID.Value == "" {
+		return "", false, fmt.Errorf("dynamodb: idempotency record %s is malformed", idemPK)
+	}
+	if priorFP == nil || priorFP.Value != fingerprint {
+		return "", false, &lull.Error{Code: lull.ECONFLICT, Param: "Idempotency-Key",
+			Message: "This Idempotency-Key was already used with a different request."}
+	}
+	return priorID.Value, false, nil
 }
 
 // Get implements lull.Generations.

@@ -176,6 +176,10 @@ type Batches interface {
 
 	// CreateBatch stores a new batch.
 	CreateBatch(ctx context.Context, b *Batch) error
+	// CreateBatchOnce stores b unless the tenant used idemKey for a batch
+	// before: then it stores nothing and returns the earlier batch and
+	// created=false (ECONFLICT when that request's fingerprint differs).
+	CreateBatchOnce(ctx context.Context, b *Batch, idemKey, fingerprint string) (stored *Batch, created bool, err error)
 	// GetBatch returns the batch (strongly consistent) or ENOTFOUND.
 	GetBatch(ctx context.Context, id string) (*Batch, error)
 	// ListBatches returns a page of the tenant's batches, newest first.
@@ -183,6 +187,10 @@ type Batches interface {
 	// UpdateBatch applies ch if the batch's status is one of from, and
 	// returns the batch as written; ECONFLICT otherwise.
 	UpdateBatch(ctx context.Context, id string, from []BatchStatus, ch BatchChange) (*Batch, error)
+	// ClaimSplit gives owner the right to store b's lines until until:
+	// ECONFLICT while another owner's claim has not passed now, so two
+	// deliveries of a split job never store lines at the same time.
+	ClaimSplit(ctx context.Context, id, owner string, now, until time.Time) error
 	// SetSplitProgress records that the first created lines are stored and
 	// enqueued, and whether that is all of them.
 	SetSplitProgress(ctx context.Context, id string, created int, done bool) error

@@ -286,6 +286,52 @@ func Batches(t *testing.T, s lull.Batches, gens lull.Generations) {
 		}
 	})
 
+	t.Run("ClaimSplit", func(t *testing.T) {
+		t.Parallel()
+		b := newBatch(lull.NewID("t"), now)
+		if err := s.CreateBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ClaimSplit(ctx, b.ID, "run-1", now, now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ClaimSplit(ctx, b.ID, "run-1", now, now.Add(2*time.Minute)); err != nil {
+			t.Fatalf("the owner renews: %v", err)
+		}
+		if err := s.ClaimSplit(ctx, b.ID, "run-2", now.Add(time.Minute), now.Add(3*time.Minute)); !lull.IsConflict(err) {
+			t.Fatalf("another run during the claim: %v, want conflict", err)
+		}
+		if err := s.ClaimSplit(ctx, b.ID, "run-2", now.Add(3*time.Minute), now.Add(4*time.Minute)); err != nil {
+			t.Fatalf("another run after the claim passed: %v", err)
+		}
+		if err := s.ClaimSplit(ctx, lull.NewID("batch"), "run-1", now, now.Add(time.Minute)); !lull.IsNotFound(err) {
+			t.Fatalf("missing batch: %v", err)
+		}
+	})
+	t.Run("CreateBatchOnce", func(t *testing.T) {
+		t.Parallel()
+		tenant := lull.NewID("t")
+		first := newBatch(tenant, now)
+		stored, created, err := s.CreateBatchOnce(ctx, first, "key-1", "fp")
+		if err != nil || !created || stored.ID != first.ID {
+			t.Fatalf("first CreateBatchOnce = %v, %v, %v", stored, created, err)
+		}
+		again := newBatch(tenant, now)
+		stored, created, err = s.CreateBatchOnce(ctx, again, "key-1", "fp")
+		if err != nil || created || stored.ID != first.ID {
+			t.Fatalf("replay = %v, %v, %v; want the first batch, not created", stored, created, err)
+		}
+		if _, err := s.GetBatch(ctx, again.ID); !lull.IsNotFound(err) {
+			t.Fatalf("the replay stored a second batch: %v", err)
+		}
+		if _, _, err := s.CreateBatchOnce(ctx, newBatch(tenant, now), "key-1", "other"); !lull.IsConflict(err) {
+			t.Fatalf("same key, other request: %v, want conflict", err)
+		}
+		other := newBatch(lull.NewID("t"), now) // the key is per tenant
+		if stored, created, err := s.CreateBatchOnce(ctx, other, "key-1", "fp"); err != nil || !created || stored.ID != other.ID {
+			t.Fatalf("another tenant's key = %v, %v, %v", stored, created, err)
+		}
+	})
 	t.Run("CreateLines", func(t *testing.T) {
 		t.Parallel()
 		b := newBatch(lull.NewID("t"), now)

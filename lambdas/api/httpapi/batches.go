@@ -92,11 +92,38 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 		Status: lull.BatchValidating, Metadata: req.Metadata, WebhookID: req.Metadata["webhook_id"],
 		CreatedAt: now, ExpiresAt: now.Add(win),
 	}
-	if err := s.cfg.Batches.CreateBatch(r.Context(), b); err != nil {
+	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		return lull.ParamError("Idempotency-Key", "Idempotency-Key must be at most 255 characters.")
+	}
+	if idem == "" {
+		err = s.cfg.Batches.CreateBatch(r.Context(), b)
+	} else {
+		var created bool
+		if b, created, err = s.cfg.Batches.CreateBatchOnce(r.Context(), b, idem, lull.Fingerprint("batch", string(body))); err == nil && !created {
+			// A retried create: the same batch. Its split job is sent again
+			// only if it may never have left (the batch is still
+			// validating); a second delivery of that job is harmless.
+			s.cfg.Logger.InfoContext(r.Context(), "idempotent replay", "request_id", requestID(r.Context()),
+				"tenant", b.Tenant, "batch_id", b.ID, "idempotency_key", idem)
+			if b.Status == lull.BatchValidating {
+				if err := s.sendBatchJob(r, lull.BatchJobSplit, b); err != nil {
+					return &lull.Error{Code: lull.EUNAVAILABLE, Message: "The batch could not be queued; retry with the same Idempotency-Key.", Err: err}
+				}
+			}
+			writeJSON(w, http.StatusOK, genview.Batch(b))
+			return nil
+		}
+	}
+	if err != nil {
 		return err
 	}
 	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", b.Tenant, "batch_id", b.ID)
 	if err := s.sendBatchJob(r, lull.BatchJobSplit, b); err != nil {
+		if idem != "" {
+			// A retry with the same key finds this batch and sends its job.
+			return &lull.Error{Code: lull.EUNAVAILABLE, Message: "The batch could not be queued; retry with the same Idempotency-Key.", Err: err}
+		}
 		// Without its split job the batch would wait forever: end it now and
 		// tell the client to try again.
 		msg := []lull.BatchError{{Code: "enqueue_failed", Message: "The batch could not be queued; create it again."}}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/lull-ai/lull/shared/lull"
@@ -170,5 +171,33 @@ func TestFileContentAndUpload(t *testing.T) {
 	}
 	if status, _ := e.do(t, "GET", "/v1/files/"+file["id"].(string), "sk-a", "", nil); status != 404 {
 		t.Fatalf("get after delete = %d", status)
+	}
+}
+
+// TestBatchIdempotencyKey: a retried create with the same key returns the
+// same batch and queues no second split job; another body with that key is
+// a 409, another tenant's key is its own.
+func TestBatchIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	body, hdr := form(map[string]string{"purpose": "batch"}, "file", []byte(line+"\n"))
+	_, f := e.do(t, "POST", "/v1/files", "sk-a", body, hdr)
+	create := `{"input_file_id":"` + f["id"].(string) + `","endpoint":"/v1/chat/completions","completion_window":"24h"}`
+	key := map[string]string{"Idempotency-Key": "nightly-2026-12-01"}
+	status, first := e.do(t, "POST", "/v1/batches", "sk-a", create, key)
+	if status != 200 || first["status"] != "validating" {
+		t.Fatalf("create = %d %v", status, first)
+	}
+	status, again := e.do(t, "POST", "/v1/batches", "sk-a", create, key)
+	if status != 200 || again["id"] != first["id"] {
+		t.Fatalf("replay = %d %v, want batch %v", status, again, first["id"])
+	}
+	status, conflict := e.do(t, "POST", "/v1/batches", "sk-a", strings.Replace(create, "24h", "1h", 1), key)
+	checkError(t, status, conflict, 409, "conflict", "Idempotency-Key")
+	if v, fl, err := e.batchQueue.Depth(context.Background()); err != nil || v+fl != 1 {
+		t.Fatalf("%d split jobs queued (err %v), want 1", v+fl, err)
+	}
+	if batches, _, err := e.store.ListBatches(context.Background(), "tenant-a", "", 10); err != nil || len(batches) != 1 {
+		t.Fatalf("%d batches stored (err %v), want 1", len(batches), err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -124,9 +125,14 @@ type Handler struct {
 	Chunk int
 	// Concurrency bounds parallel store and blob calls; 16 when zero.
 	Concurrency int
+
+	once sync.Once
 }
 
-func (h *Handler) defaults() {
+// defaults fills the zero settings, once: Run may be called concurrently.
+func (h *Handler) defaults() { h.once.Do(h.setDefaults) }
+
+func (h *Handler) setDefaults() {
 	h.MaxLines = cmp.Or(h.MaxLines, DefaultMaxLines)
 	h.MaxBytes = cmp.Or(h.MaxBytes, DefaultMaxBytes)
 	h.MaxLineBytes = cmp.Or(h.MaxLineBytes, 2<<20+64<<10)

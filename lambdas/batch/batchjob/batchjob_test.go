@@ -104,3 +104,78 @@ func TestSplitResumesWithoutOverwriting(t *testing.T) {
 		t.Fatalf("resumed run enqueued %d jobs (err %v), want %d: the lines after the checkpoint", v+fl, err, n-2*chunk)
 	}
 }
+
+// TestDuplicateSplitJobs: two deliveries of one split job run at once.
+// Exactly one stores and enqueues the lines; the other finds the batch
+// validated and the split claimed (or done) and stores nothing.
+func TestDuplicateSplitJobs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, be := storetest.Table(t, "dupsplit")
+	bucket := "dupsplit-" + lull.NewID("b")[2:12]
+	if err := s3.CreateBucket(ctx, be.Clients.S3, bucket); err != nil {
+		t.Fatal(err)
+	}
+	blobs := s3.New(be.Clients.S3, bucket)
+	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dupsplit-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	burl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dupsplit-b-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	var file bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&file, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"line %d"}]}}`+"\n", i, i)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	f := &lull.File{ID: lull.NewID("file"), Tenant: "t", Purpose: lull.PurposeBatch, CreatedAt: now, Key: "files/t/dup.jsonl", Bytes: int64(file.Len())}
+	if err := blobs.Put(ctx, f.Key, file.Bytes(), "application/jsonl"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateFile(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "t", Endpoint: lull.EndpointChat, InputFileID: f.ID, CompletionWindow: "24h",
+		Status: lull.BatchValidating, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := store.CreateBatch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	q := sqs.New(be.Clients.SQS, qurl)
+	h := &batchjob.Handler{
+		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(be.Clients.SQS, burl), Logger: slog.New(slog.DiscardHandler)},
+		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: 7,
+	}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}) }()
+	}
+	failed := 0
+	for range 2 {
+		if err := <-errs; err != nil {
+			if !lull.IsConflict(err) {
+				t.Fatalf("duplicate run: %v, want nil or a conflict", err)
+			}
+			failed++
+		}
+	}
+	if failed == 2 {
+		t.Fatal("both runs failed")
+	}
+	got, err := store.GetBatch(ctx, b.ID)
+	if err != nil || got.Status != lull.BatchInProgress || got.Total != n || got.Created != n || !got.SplitDone {
+		t.Fatalf("batch = %+v, %v", got, err)
+	}
+	if v, fl, err := q.Depth(ctx); err != nil || v+fl != n {
+		t.Fatalf("%d jobs enqueued (err %v), want %d: one run stored the lines", v+fl, err, n)
+	}
+	// The failed duplicate, retried later, finds nothing to do.
+	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}); err != nil {
+		t.Fatalf("retried duplicate: %v", err)
+	}
+	if v, fl, _ := q.Depth(ctx); v+fl != n {
+		t.Fatalf("the retried duplicate enqueued again: %d", v+fl)
+	}
+}

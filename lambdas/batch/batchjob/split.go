@@ -14,6 +14,10 @@ import (
 	"github.com/lull-ai/lull/shared/request"
 )
 
+// splitClaim is how long a run holds the right to store a batch's lines:
+// longer than a Lambda can run.
+const splitClaim = 16 * time.Minute
+
 // maxReportedErrors bounds the errors kept on a failed batch (the batch item
 // must stay well under DynamoDB's 400 KB); the last one says how many more
 // there were.
@@ -207,6 +211,16 @@ func (h *Handler) split(ctx context.Context, b *lull.Batch) error {
 		started, err := h.Batches.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchValidating},
 			lull.BatchChange{Status: lull.BatchInProgress, At: h.Now().UTC(), Total: &n})
 		if lull.IsConflict(err) {
+			cur, gerr := h.Batches.GetBatch(ctx, b.ID)
+			if gerr != nil {
+				return gerr
+			}
+			if cur.Status != lull.BatchCancelling || !cur.InProgressAt.IsZero() {
+				// Another delivery of this job validated it first.
+				started, err = cur, nil
+			}
+		}
+		if lull.IsConflict(err) {
 			// Cancelled while validating: nothing was stored, end it empty.
 			zero := 0
 			if _, err := h.Batches.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchCancelling}, lull.BatchChange{Status: lull.BatchCancelling, Total: &zero}); err != nil {
@@ -227,6 +241,15 @@ func (h *Handler) split(ctx context.Context, b *lull.Batch) error {
 		b = started
 	}
 	if !b.SplitDone {
+		// One run stores lines at a time: a second delivery of the job (SQS
+		// delivers at least once) must not write chunks the first is writing.
+		// The claim outlives the Lambda's 15-minute limit. A job that finds
+		// it held fails, so SQS retries it later: by then the other run has
+		// finished (the retry finds nothing to do) or died (its claim passed).
+		now := h.Now()
+		if err := h.Batches.ClaimSplit(ctx, b.ID, lull.NewID("run"), now, now.Add(splitClaim)); err != nil {
+			return fmt.Errorf("batchjob: split of %s: %w", b.ID, err)
+		}
 		if err := h.store(ctx, b, f); err != nil {
 			return err
 		}
