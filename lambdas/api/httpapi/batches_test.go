@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lull-ai/lull/shared/lull"
 )
@@ -194,8 +195,22 @@ func TestBatchIdempotencyKey(t *testing.T) {
 	}
 	status, conflict := e.do(t, "POST", "/v1/batches", "sk-a", strings.Replace(create, "24h", "1h", 1), key)
 	checkError(t, status, conflict, 409, "conflict", "Idempotency-Key")
-	if v, fl, err := e.batchQueue.Depth(context.Background()); err != nil || v+fl != 1 {
-		t.Fatalf("%d split jobs queued (err %v), want 1", v+fl, err)
+	// Still validating, so the replay sent the split job again (its first
+	// send may have failed; a duplicate is harmless). Once the batch runs,
+	// a replay sends nothing.
+	if v, fl, err := e.batchQueue.Depth(context.Background()); err != nil || v+fl != 2 {
+		t.Fatalf("%d split jobs queued (err %v), want 2", v+fl, err)
+	}
+	total := 1
+	if _, err := e.store.UpdateBatch(context.Background(), first["id"].(string), []lull.BatchStatus{lull.BatchValidating},
+		lull.BatchChange{Status: lull.BatchInProgress, At: time.Now(), Total: &total}); err != nil {
+		t.Fatal(err)
+	}
+	if status, again := e.do(t, "POST", "/v1/batches", "sk-a", create, key); status != 200 || again["status"] != "in_progress" {
+		t.Fatalf("replay of a running batch = %d %v", status, again)
+	}
+	if v, fl, err := e.batchQueue.Depth(context.Background()); err != nil || v+fl != 2 {
+		t.Fatalf("%d split jobs queued (err %v), want still 2", v+fl, err)
 	}
 	if batches, _, err := e.store.ListBatches(context.Background(), "tenant-a", "", 10); err != nil || len(batches) != 1 {
 		t.Fatalf("%d batches stored (err %v), want 1", len(batches), err)
