@@ -233,21 +233,15 @@ func (s *Store) getFile(ctx context.Context, id string, consistent bool) (*lull.
 // must name one of the tenant's files (EINVALID otherwise).
 func (s *Store) ListFiles(ctx context.Context, tenant string, opts lull.FileListOptions) ([]*lull.File, bool, error) {
 	limit := min(max(opts.Limit, 1), 10000)
-	in := &ddb.QueryInput{
-		TableName:                 &s.table,
-		IndexName:                 aws.String("gsi1"),
-		KeyConditionExpression:    aws.String("gsi1pk = :pk"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str("T#" + tenant + "#FILES")},
-		ScanIndexForward:          aws.Bool(false),
-	}
+	var afterAt time.Time
 	if opts.After != "" {
 		after, err := s.getFile(ctx, opts.After, false)
 		if err != nil || after.Tenant != tenant {
 			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No such File object: %s", opts.After)}
 		}
-		in.KeyConditionExpression = aws.String("gsi1pk = :pk AND gsi1sk < :after")
-		in.ExpressionAttributeValues[":after"] = str(sortKey(after.CreatedAt, after.ID))
+		afterAt = after.CreatedAt
 	}
+	in := s.newestFirst("T#"+tenant+"#FILES", afterAt, opts.After)
 	if opts.Purpose != "" {
 		in.FilterExpression = aws.String("purpose = :purpose")
 		in.ExpressionAttributeValues[":purpose"] = str(opts.Purpose)
@@ -420,21 +414,15 @@ func (s *Store) getBatch(ctx context.Context, id string, consistent bool) (*lull
 // must name one of the tenant's batches (EINVALID otherwise).
 func (s *Store) ListBatches(ctx context.Context, tenant, after string, limit int) ([]*lull.Batch, bool, error) {
 	limit = min(max(limit, 1), 100)
-	in := &ddb.QueryInput{
-		TableName:                 &s.table,
-		IndexName:                 aws.String("gsi1"),
-		KeyConditionExpression:    aws.String("gsi1pk = :pk"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str("T#" + tenant + "#BATCHES")},
-		ScanIndexForward:          aws.Bool(false),
-	}
+	var afterAt time.Time
 	if after != "" {
 		a, err := s.getBatch(ctx, after, false)
 		if err != nil || a.Tenant != tenant {
 			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No batch found with id '%s'.", after)}
 		}
-		in.KeyConditionExpression = aws.String("gsi1pk = :pk AND gsi1sk < :after")
-		in.ExpressionAttributeValues[":after"] = str(sortKey(a.CreatedAt, a.ID))
+		afterAt = a.CreatedAt
 	}
+	in := s.newestFirst("T#"+tenant+"#BATCHES", afterAt, after)
 	var batches []*lull.Batch
 	more, err := s.page(ctx, in, limit, func(item map[string]types.AttributeValue) error {
 		b, err := decodeBatch(item)

@@ -96,6 +96,24 @@ func (s *Store) getItem(ctx context.Context, pk, sk string, consistent bool, wha
 	return out.Item, nil
 }
 
+// newestFirst is the query of gsi1 partition pk, newest first; with a
+// non-zero afterAt, only items older than the one created then with afterID
+// (the OpenAI-style "after" cursor).
+func (s *Store) newestFirst(pk string, afterAt time.Time, afterID string) *ddb.QueryInput {
+	in := &ddb.QueryInput{
+		TableName:                 &s.table,
+		IndexName:                 aws.String("gsi1"),
+		KeyConditionExpression:    aws.String("gsi1pk = :pk"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str(pk)},
+		ScanIndexForward:          aws.Bool(false),
+	}
+	if !afterAt.IsZero() {
+		in.KeyConditionExpression = aws.String("gsi1pk = :pk AND gsi1sk < :after")
+		in.ExpressionAttributeValues[":after"] = str(sortKey(afterAt, afterID))
+	}
+	return in
+}
+
 // isConditionFailed reports whether err is a failed ConditionExpression.
 func isConditionFailed(err error) bool {
 	var ccf *types.ConditionalCheckFailedException

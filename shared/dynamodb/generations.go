@@ -127,21 +127,15 @@ func decode(item map[string]types.AttributeValue) (*lull.Generation, error) {
 // List implements lull.Generations.
 func (s *Store) List(ctx context.Context, tenant string, opts lull.ListOptions) ([]*lull.Generation, bool, error) {
 	limit := min(max(opts.Limit, 1), 100)
-	in := &ddb.QueryInput{
-		TableName:                 &s.table,
-		IndexName:                 aws.String("gsi1"),
-		KeyConditionExpression:    aws.String("gsi1pk = :pk"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str("T#" + tenant)},
-		ScanIndexForward:          aws.Bool(false),
-	}
+	var afterAt time.Time
 	if opts.After != "" {
 		after, err := s.get(ctx, opts.After, false)
 		if err != nil || after.Tenant != tenant {
 			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No generation found with id '%s'.", opts.After)}
 		}
-		in.KeyConditionExpression = aws.String("gsi1pk = :pk AND gsi1sk < :after")
-		in.ExpressionAttributeValues[":after"] = str(sortKey(after.CreatedAt, after.ID))
+		afterAt = after.CreatedAt
 	}
+	in := s.newestFirst("T#"+tenant, afterAt, opts.After)
 	if opts.Status != "" {
 		in.FilterExpression = aws.String("#st = :st")
 		in.ExpressionAttributeNames = map[string]string{"#st": "status"}
