@@ -146,18 +146,10 @@ func (s *Server) sendBatchJob(r *http.Request, kind string, b *lull.Batch) error
 	return s.cfg.BatchQueue.Send(r.Context(), body, b.Tenant, 0)
 }
 
-// ownBatch returns the caller's batch from the path, or ENOTFOUND.
+// ownBatch returns the caller's batch named in the path, or ENOTFOUND.
 func (s *Server) ownBatch(r *http.Request) (*lull.Batch, error) {
 	id := r.PathValue("id")
-	notFound := lull.Errorf(lull.ENOTFOUND, "No such Batch object: %s", id)
-	if !lull.ValidID("batch", id) {
-		return nil, notFound
-	}
-	b, err := s.cfg.Batches.GetBatch(r.Context(), id)
-	if lull.IsNotFound(err) || (err == nil && b.Tenant != tenant(r)) {
-		return nil, notFound
-	}
-	return b, err
+	return own(r, "batch", id, "No such Batch object: "+id, s.cfg.Batches.GetBatch, func(b *lull.Batch) string { return b.Tenant })
 }
 
 func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) error {

@@ -148,17 +148,9 @@ func cleanName(name string) string {
 	return name
 }
 
-// ownFile returns the caller's file from the path, or ENOTFOUND.
+// ownFile returns the caller's file id, or ENOTFOUND.
 func (s *Server) ownFile(r *http.Request, id string) (*lull.File, error) {
-	notFound := lull.Errorf(lull.ENOTFOUND, "No such File object: %s", id)
-	if !lull.ValidID("file", id) {
-		return nil, notFound
-	}
-	f, err := s.cfg.Batches.GetFile(r.Context(), id)
-	if lull.IsNotFound(err) || (err == nil && f.Tenant != tenant(r)) {
-		return nil, notFound
-	}
-	return f, err
+	return own(r, "file", id, "No such File object: "+id, s.cfg.Batches.GetFile, func(f *lull.File) string { return f.Tenant })
 }
 
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) error {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -96,20 +97,27 @@ func compact(body []byte) json.RawMessage {
 	return json.RawMessage(out.Bytes())
 }
 
-// ownGeneration returns the caller's generation id, or ENOTFOUND for a
-// malformed, missing or foreign ID: other tenants' IDs are indistinguishable
-// from missing ones.
+// own returns the caller's object with ID id (made by lull.NewID(prefix)),
+// loaded by get, or ENOTFOUND with notFound's message for a malformed,
+// missing or foreign ID: other tenants' IDs are indistinguishable from
+// missing ones, and malformed ones never reach storage.
+func own[T any](r *http.Request, prefix, id, notFound string, get func(context.Context, string) (T, error), tenantOf func(T) string) (T, error) {
+	var zero T
+	if !lull.ValidID(prefix, id) {
+		return zero, lull.Errorf(lull.ENOTFOUND, "%s", notFound)
+	}
+	v, err := get(r.Context(), id)
+	if lull.IsNotFound(err) || (err == nil && tenantOf(v) != tenant(r)) {
+		return zero, lull.Errorf(lull.ENOTFOUND, "%s", notFound)
+	}
+	return v, err
+}
+
+// ownGeneration returns the caller's generation named in the path.
 func (s *Server) ownGeneration(r *http.Request) (*lull.Generation, error) {
 	id := r.PathValue("id")
-	notFound := lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
-	if !lull.ValidID("gen", id) {
-		return nil, notFound
-	}
-	g, err := s.cfg.Generations.Get(r.Context(), id)
-	if lull.IsNotFound(err) || (err == nil && g.Tenant != tenant(r)) {
-		return nil, notFound
-	}
-	return g, err
+	return own(r, "gen", id, fmt.Sprintf("No generation found with id '%s'.", id), s.cfg.Generations.Get,
+		func(g *lull.Generation) string { return g.Tenant })
 }
 
 func (s *Server) getGeneration(w http.ResponseWriter, r *http.Request) error {

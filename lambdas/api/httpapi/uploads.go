@@ -78,18 +78,10 @@ func (s *Server) createUpload(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// ownUpload returns the caller's upload, or ENOTFOUND.
+// ownUpload returns the caller's upload named in the path, or ENOTFOUND.
 func (s *Server) ownUpload(r *http.Request) (*lull.Upload, error) {
 	id := r.PathValue("id")
-	notFound := lull.Errorf(lull.ENOTFOUND, "No such Upload object: %s", id)
-	if !lull.ValidID("upload", id) {
-		return nil, notFound
-	}
-	u, err := s.cfg.Batches.GetUpload(r.Context(), id)
-	if lull.IsNotFound(err) || (err == nil && u.Tenant != tenant(r)) {
-		return nil, notFound
-	}
-	return u, err
+	return own(r, "upload", id, "No such Upload object: "+id, s.cfg.Batches.GetUpload, func(u *lull.Upload) string { return u.Tenant })
 }
 
 // pendingUpload returns the caller's upload if it still takes parts.

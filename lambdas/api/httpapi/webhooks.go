@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -138,15 +139,8 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
 // malformed or foreign one.
 func (s *Server) ownWebhook(r *http.Request) (*lull.Webhook, error) {
 	id := r.PathValue("id")
-	notFound := lull.Errorf(lull.ENOTFOUND, "No webhook found with id '%s'.", id)
-	if !lull.ValidID("wh", id) {
-		return nil, notFound
-	}
-	wh, err := s.cfg.Webhooks.GetWebhook(r.Context(), id)
-	if lull.IsNotFound(err) || (err == nil && wh.Tenant != tenant(r)) {
-		return nil, notFound
-	}
-	return wh, err
+	return own(r, "wh", id, fmt.Sprintf("No webhook found with id '%s'.", id), s.cfg.Webhooks.GetWebhook,
+		func(w *lull.Webhook) string { return w.Tenant })
 }
 
 func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request) error {
