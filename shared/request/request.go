@@ -90,16 +90,26 @@ func Check(e lull.Endpoint, body []byte, served func(model string) bool) (*Body,
 		if err := json.Unmarshal(req.Metadata, &meta); err != nil {
 			return nil, nil, lull.ParamError("metadata", "'metadata' must be an object of string values.")
 		}
-		if len(meta) > 16 {
-			return nil, nil, lull.ParamError("metadata", "'metadata' may have at most 16 keys.")
-		}
-		for k, v := range meta {
-			if len(k) > 64 || len(v) > 512 {
-				return nil, nil, lull.ParamError("metadata", "metadata keys are at most 64 and values at most 512 characters.")
-			}
+		if err := CheckMetadata(meta); err != nil {
+			return nil, nil, err
 		}
 	}
 	return &req, meta, nil
+}
+
+// CheckMetadata applies OpenAI's limits to a metadata object (slow
+// requests and batches): at most 16 keys, keys of at most 64 and values of
+// at most 512 characters.
+func CheckMetadata(meta map[string]string) error {
+	if len(meta) > 16 {
+		return lull.ParamError("metadata", "'metadata' may have at most 16 keys.")
+	}
+	for k, v := range meta {
+		if len(k) > 64 || len(v) > 512 {
+			return lull.ParamError("metadata", "metadata keys are at most 64 and values at most 512 characters.")
+		}
+	}
+	return nil
 }
 
 func validateMessages(raw json.RawMessage) error {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lull-ai/lull/shared/genview"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // The Batch API, wire-compatible with OpenAI's: a batch runs every line of a
@@ -63,13 +64,8 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	if len(req.Metadata) > 16 {
-		return lull.ParamError("metadata", "'metadata' may have at most 16 keys.")
-	}
-	for k, v := range req.Metadata {
-		if len(k) > 64 || len(v) > 512 {
-			return lull.ParamError("metadata", "metadata keys are at most 64 and values at most 512 characters.")
-		}
+	if err := request.CheckMetadata(req.Metadata); err != nil {
+		return err
 	}
 	if id := req.Metadata["webhook_id"]; id != "" {
 		if err := s.checkWebhookRef(r, id); err != nil {
