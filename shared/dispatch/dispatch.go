@@ -1,7 +1,8 @@
-// Package dispatch puts generations' jobs on their model queues and
-// announces terminal generations on the events queue. The API, the worker,
-// the sweeper and the batch Lambda share it so that every path enqueues and
-// announces the same way.
+// Package dispatch puts generations' jobs on their model queues and batch
+// jobs on the batch queue, and announces terminal generations and batches on
+// the events queue. The API, the worker, the sweeper, the DLQ consumer and
+// the batch Lambda share it so that every path enqueues and announces the
+// same way.
 package dispatch
 
 import (
@@ -44,6 +45,36 @@ func Announce(ctx context.Context, events lull.Sender, g *lull.Generation) error
 	}
 	if err := events.Send(ctx, body, g.Tenant, 0); err != nil {
 		return fmt.Errorf("dispatch: announce %s %s: %w", g.ID, g.Status, err)
+	}
+	return nil
+}
+
+// SendBatchJob puts the job of kind for b on the batch queue q, grouped by
+// tenant. Batch jobs are idempotent, so sending one twice is harmless.
+func SendBatchJob(ctx context.Context, q lull.Sender, kind string, b *lull.Batch) error {
+	body, err := json.Marshal(lull.BatchJob{Kind: kind, BatchID: b.ID, Tenant: b.Tenant})
+	if err != nil {
+		return fmt.Errorf("dispatch: marshal %s job for %s: %w", kind, b.ID, err)
+	}
+	if err := q.Send(ctx, body, b.Tenant, 0); err != nil {
+		return fmt.Errorf("dispatch: send %s job for %s: %w", kind, b.ID, err)
+	}
+	return nil
+}
+
+// AnnounceBatch sends the event for b's terminal status to events. A nil
+// events sender or a status that is not terminal is a no-op; the event ID
+// is stable, so announcing twice lets receivers de-duplicate.
+func AnnounceBatch(ctx context.Context, events lull.Sender, b *lull.Batch) error {
+	if events == nil || !b.Status.Terminal() {
+		return nil
+	}
+	body, err := json.Marshal(lull.BatchEventFor(b))
+	if err != nil {
+		return fmt.Errorf("dispatch: marshal event for %s: %w", b.ID, err)
+	}
+	if err := events.Send(ctx, body, b.Tenant, 0); err != nil {
+		return fmt.Errorf("dispatch: announce %s %s: %w", b.ID, b.Status, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/genview"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/request"
@@ -103,7 +104,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 			s.cfg.Logger.InfoContext(r.Context(), "idempotent replay", "request_id", requestID(r.Context()),
 				"tenant", b.Tenant, "batch_id", b.ID, "idempotency_key", idem)
 			if b.Status == lull.BatchValidating {
-				if err := s.sendBatchJob(r, lull.BatchJobSplit, b); err != nil {
+				if err := dispatch.SendBatchJob(r.Context(), s.cfg.BatchQueue, lull.BatchJobSplit, b); err != nil {
 					return &lull.Error{Code: lull.EUNAVAILABLE, Message: "The batch could not be queued; retry with the same Idempotency-Key.", Err: err}
 				}
 			}
@@ -115,7 +116,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", b.Tenant, "batch_id", b.ID)
-	if err := s.sendBatchJob(r, lull.BatchJobSplit, b); err != nil {
+	if err := dispatch.SendBatchJob(r.Context(), s.cfg.BatchQueue, lull.BatchJobSplit, b); err != nil {
 		if idem != "" {
 			// A retry with the same key finds this batch and sends its job.
 			return &lull.Error{Code: lull.EUNAVAILABLE, Message: "The batch could not be queued; retry with the same Idempotency-Key.", Err: err}
@@ -132,14 +133,6 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 	log.InfoContext(r.Context(), "batch created", "input_file_id", f.ID, "endpoint", req.Endpoint, "window", win.String())
 	writeJSON(w, http.StatusOK, genview.Batch(b))
 	return nil
-}
-
-func (s *Server) sendBatchJob(r *http.Request, kind string, b *lull.Batch) error {
-	body, err := json.Marshal(lull.BatchJob{Kind: kind, BatchID: b.ID, Tenant: b.Tenant})
-	if err != nil {
-		return err
-	}
-	return s.cfg.BatchQueue.Send(r.Context(), body, b.Tenant, 0)
 }
 
 // ownBatch returns the caller's batch named in the path, or ENOTFOUND.
@@ -212,7 +205,7 @@ func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", b.Tenant, "batch_id", b.ID)
-	if err := s.sendBatchJob(r, lull.BatchJobCancel, done); err != nil {
+	if err := dispatch.SendBatchJob(r.Context(), s.cfg.BatchQueue, lull.BatchJobCancel, done); err != nil {
 		// The batch is cancelling either way: its running lines end, the
 		// queued ones run, and the last one finalizes it as cancelled.
 		log.WarnContext(r.Context(), "cancel job not queued; the batch will cancel as its lines end", "err", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
 )
 
@@ -76,7 +77,7 @@ func (c *Counter) finalizeIfDone(ctx context.Context, b *lull.Batch) error {
 	if !ready(b) {
 		return nil
 	}
-	return send(ctx, c.BatchQueue, lull.BatchJobFinalize, b)
+	return dispatch.SendBatchJob(ctx, c.BatchQueue, lull.BatchJobFinalize, b)
 }
 
 // ready reports whether every line of b is stored and has ended, and b
@@ -85,17 +86,6 @@ func (c *Counter) finalizeIfDone(ctx context.Context, b *lull.Batch) error {
 func ready(b *lull.Batch) bool {
 	return b.SplitDone && b.Completed+b.Failed >= b.Total &&
 		(b.Status == lull.BatchInProgress || b.Status == lull.BatchCancelling)
-}
-
-func send(ctx context.Context, q lull.Sender, kind string, b *lull.Batch) error {
-	body, err := json.Marshal(lull.BatchJob{Kind: kind, BatchID: b.ID, Tenant: b.Tenant})
-	if err != nil {
-		return err
-	}
-	if err := q.Send(ctx, body, b.Tenant, 0); err != nil {
-		return fmt.Errorf("batchjob: send %s job for %s: %w", kind, b.ID, err)
-	}
-	return nil
 }
 
 // Limits of an input file, as OpenAI's.

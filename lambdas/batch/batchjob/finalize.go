@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
 )
 
@@ -99,7 +100,7 @@ func (s *fileSink) close() error {
 // A batch that already ended is announced again (receivers de-duplicate).
 func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 	if b.Status.Terminal() {
-		return h.announce(ctx, b)
+		return dispatch.AnnounceBatch(ctx, h.Events, b)
 	}
 	if b.Status != lull.BatchFinalizing {
 		if !ready(b) {
@@ -149,7 +150,7 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 	}
 	log.InfoContext(ctx, "batch ended", "status", string(done.Status), "completed", done.Completed, "failed", done.Failed,
 		"total", done.Total, "took", time.Since(start).String())
-	return h.announce(ctx, done)
+	return dispatch.AnnounceBatch(ctx, h.Events, done)
 }
 
 // fileFor records the file a sink wrote (nothing for an empty one) under an
@@ -219,19 +220,4 @@ func (h *Handler) writeLines(ctx context.Context, b *lull.Batch, out, errs *file
 		}
 		cursor = next
 	}
-}
-
-// announce sends the event of b's terminal status.
-func (h *Handler) announce(ctx context.Context, b *lull.Batch) error {
-	if h.Events == nil || !b.Status.Terminal() {
-		return nil
-	}
-	body, err := json.Marshal(lull.BatchEventFor(b))
-	if err != nil {
-		return err
-	}
-	if err := h.Events.Send(ctx, body, b.Tenant, 0); err != nil {
-		return fmt.Errorf("batchjob: announce %s %s: %w", b.ID, b.Status, err)
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/request"
 )
@@ -274,7 +275,7 @@ func (h *Handler) fail(ctx context.Context, b *lull.Batch, errs []lull.BatchErro
 	if err != nil {
 		return err
 	}
-	return h.announce(ctx, done)
+	return dispatch.AnnounceBatch(ctx, h.Events, done)
 }
 
 // store creates and enqueues the lines from b.Created on, in chunks, and

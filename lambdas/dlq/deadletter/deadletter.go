@@ -100,12 +100,5 @@ func (h *Handler) batch(ctx context.Context, job lull.BatchJob) error {
 		return err
 	}
 	log.WarnContext(ctx, "batch failed from dead-letter queue")
-	if h.Events == nil {
-		return nil
-	}
-	body, err := json.Marshal(lull.BatchEventFor(done))
-	if err != nil {
-		return err
-	}
-	return h.Events.Send(ctx, body, done.Tenant, 0)
+	return dispatch.AnnounceBatch(ctx, h.Events, done)
 }
