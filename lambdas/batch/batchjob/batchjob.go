@@ -15,7 +15,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/parallel"
 )
 
 // Counter counts a batch's lines as they end and, once the last one is
@@ -183,13 +183,9 @@ func (h *Handler) Run(ctx context.Context, job lull.BatchJob) error {
 func (h *Handler) cancelLines(ctx context.Context, b *lull.Batch) error {
 	log := h.Logger.With("batch_id", b.ID, "tenant", b.Tenant)
 	var cancelled atomic.Int64
-	cursor := ""
-	for {
-		lines, next, err := h.Batches.Lines(ctx, b.ID, cursor, 100)
-		if err != nil {
-			return err
-		}
-		err = forEach(ctx, h.Concurrency, lines, func(ctx context.Context, g *lull.Generation) error {
+	err := h.eachPage(ctx, b.ID, func(lines []*lull.Generation) error {
+		return parallel.Each(ctx, h.Concurrency, len(lines), func(ctx context.Context, i int) error {
+			g := lines[i]
 			if g.Status == lull.StatusQueued {
 				done, err := h.Generations.Finish(ctx, g.ID, lull.StatusCancelled, lull.Outcome{At: h.Now().UTC(),
 					Failure: &lull.Failure{Code: "batch_cancelled", Message: "The batch was cancelled before this request ran."}})
@@ -207,16 +203,12 @@ func (h *Handler) cancelLines(ctx context.Context, b *lull.Batch) error {
 			}
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-		if next == "" {
-			break
-		}
-		cursor = next
+	})
+	if err != nil {
+		return err
 	}
 	log.InfoContext(ctx, "batch lines cancelled", "cancelled", cancelled.Load())
-	b, err := h.Batches.GetBatch(ctx, b.ID)
+	b, err = h.Batches.GetBatch(ctx, b.ID)
 	if err != nil {
 		return err
 	}
@@ -230,25 +222,20 @@ func (h *Handler) countOnly(ctx context.Context, g *lull.Generation) error {
 	return err
 }
 
-// forEach runs f on every item with at most n running at once and returns
-// the errors joined.
-func forEach[T any](ctx context.Context, n int, items []T, f func(context.Context, T) error) error {
-	sem := make(chan struct{}, max(n, 1))
-	errs := make(chan error, len(items))
-	for _, it := range items {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			errs <- f(ctx, it)
-		}()
+// eachPage calls f with the batch's lines a page at a time, in input order.
+func (h *Handler) eachPage(ctx context.Context, batchID string, f func([]*lull.Generation) error) error {
+	cursor := ""
+	for {
+		lines, next, err := h.Batches.Lines(ctx, batchID, cursor, 100)
+		if err != nil {
+			return err
+		}
+		if err := f(lines); err != nil {
+			return err
+		}
+		if next == "" {
+			return nil
+		}
+		cursor = next
 	}
-	for range cap(sem) {
-		sem <- struct{}{}
-	}
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	return errors.Join(all...)
 }

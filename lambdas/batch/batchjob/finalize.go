@@ -11,6 +11,7 @@ import (
 
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/parallel"
 )
 
 // OutputLine is one line of a batch's output or error file, in OpenAI's
@@ -173,18 +174,9 @@ func (h *Handler) fileFor(ctx context.Context, b *lull.Batch, s *fileSink, kind 
 // returns how many lines expired.
 func (h *Handler) writeLines(ctx context.Context, b *lull.Batch, out, errs *fileSink) (int, error) {
 	expired := 0
-	cursor := ""
-	for {
-		lines, next, err := h.Batches.Lines(ctx, b.ID, cursor, 100)
-		if err != nil {
-			return 0, err
-		}
+	err := h.eachPage(ctx, b.ID, func(lines []*lull.Generation) error {
 		bodies := make([]json.RawMessage, len(lines))
-		idx := make([]int, len(lines))
-		for i := range idx {
-			idx[i] = i
-		}
-		err = forEach(ctx, h.Concurrency, idx, func(ctx context.Context, i int) error {
+		err := parallel.Each(ctx, h.Concurrency, len(lines), func(ctx context.Context, i int) error {
 			g := lines[i]
 			if g.Status != lull.StatusCompleted || g.ResponseKey == "" {
 				return nil
@@ -197,7 +189,7 @@ func (h *Handler) writeLines(ctx context.Context, b *lull.Batch, out, errs *file
 			return nil
 		})
 		if err != nil {
-			return 0, err
+			return err
 		}
 		for i, g := range lines {
 			l := OutputLine{ID: "batch_req_" + strings.TrimPrefix(g.ID, "gen_"), CustomID: g.CustomID}
@@ -212,12 +204,13 @@ func (h *Handler) writeLines(ctx context.Context, b *lull.Batch, out, errs *file
 				err = errs.write(l)
 			}
 			if err != nil {
-				return 0, fmt.Errorf("batchjob: write line of %s: %w", b.ID, err)
+				return fmt.Errorf("batchjob: write line of %s: %w", b.ID, err)
 			}
 		}
-		if next == "" {
-			return expired, nil
-		}
-		cursor = next
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
+	return expired, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/parallel"
 	"github.com/lull-ai/lull/shared/request"
 )
 
@@ -346,11 +347,7 @@ func (h *Handler) store(ctx context.Context, b *lull.Batch, f *lull.File) error 
 func (h *Handler) storeChunk(ctx context.Context, b *lull.Batch, chunk []*parsedLine, fresh bool) error {
 	gens := make([]*lull.Generation, len(chunk))
 	now := h.Now().UTC().Truncate(time.Millisecond)
-	idx := make([]int, len(chunk))
-	for i := range idx {
-		idx[i] = i
-	}
-	err := forEach(ctx, h.Concurrency, idx, func(ctx context.Context, i int) error {
+	err := parallel.Each(ctx, h.Concurrency, len(chunk), func(ctx context.Context, i int) error {
 		l := chunk[i]
 		g := &lull.Generation{
 			ID: lull.LineID(b.ID, l.n), Tenant: b.Tenant, Model: l.model, Endpoint: b.Endpoint, Status: lull.StatusQueued,
@@ -374,12 +371,9 @@ func (h *Handler) storeChunk(ctx context.Context, b *lull.Batch, chunk []*parsed
 		return nil
 	})
 	if err == nil && fresh {
-		var parts [][]*lull.Generation
-		for i := 0; i < len(gens); i += 25 {
-			parts = append(parts, gens[i:min(i+25, len(gens))])
-		}
-		err = forEach(ctx, h.Concurrency, parts, func(ctx context.Context, p []*lull.Generation) error {
-			return h.Batches.CreateLines(ctx, p)
+		// BatchWriteItem takes 25 items a call.
+		err = parallel.Each(ctx, h.Concurrency, (len(gens)+24)/25, func(ctx context.Context, i int) error {
+			return h.Batches.CreateLines(ctx, gens[i*25:min(i*25+25, len(gens))])
 		})
 	}
 	if err != nil {

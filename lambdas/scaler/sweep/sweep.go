@@ -9,11 +9,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/parallel"
 )
 
 // Sweeper re-enqueues and expires generations.
@@ -95,32 +96,20 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 // expire moves each of due to expired and announces it, conc at a time, and
 // returns how many it expired.
 func (s *Sweeper) expire(ctx context.Context, now time.Time, due []*lull.Generation, conc int) (int, error) {
-	var mu sync.Mutex
-	var errs []error
-	expired := 0
-	sem := make(chan struct{}, conc)
-	var wg sync.WaitGroup
-	for _, g := range due {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			done, err := s.Generations.Finish(ctx, g.ID, lull.StatusExpired, lull.Outcome{At: now.UTC(), Failure: &lull.Failure{
-				Code: "expired", Message: "The completion window ended before the generation could finish."}})
-			if lull.IsConflict(err) {
-				return
-			}
-			if err == nil {
-				s.Logger.InfoContext(ctx, "expired generation", "generation_id", g.ID, "tenant", g.Tenant)
-				err = dispatch.Announce(ctx, s.Events, done)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if done != nil {
-				expired++
-			}
-			errs = append(errs, err)
-		})
-	}
-	wg.Wait()
-	return expired, errors.Join(errs...)
+	var expired atomic.Int64
+	err := parallel.Each(ctx, conc, len(due), func(ctx context.Context, i int) error {
+		g := due[i]
+		done, err := s.Generations.Finish(ctx, g.ID, lull.StatusExpired, lull.Outcome{At: now.UTC(), Failure: &lull.Failure{
+			Code: "expired", Message: "The completion window ended before the generation could finish."}})
+		if lull.IsConflict(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		expired.Add(1)
+		s.Logger.InfoContext(ctx, "expired generation", "generation_id", g.ID, "tenant", g.Tenant)
+		return dispatch.Announce(ctx, s.Events, done)
+	})
+	return int(expired.Load()), err
 }
