@@ -62,6 +62,11 @@ func (s *Server) multipartForm(w http.ResponseWriter, r *http.Request, fileField
 	if err != nil {
 		return nil, "", 0, &lull.Error{Code: lull.EINVALID, Message: "Could not read the multipart form.", Err: err}
 	}
+	tooLarge := lull.Errorf(lull.ETOOLARGE, "The file is larger than %d bytes.", limit)
+	isTooLarge := func(err error) bool {
+		_, body := errors.AsType[*http.MaxBytesError](err)
+		return body || errors.Is(err, errTooLarge)
+	}
 	fields = map[string]string{}
 	seen := false
 	for {
@@ -69,8 +74,8 @@ func (s *Server) multipartForm(w http.ResponseWriter, r *http.Request, fileField
 		if err == io.EOF {
 			break
 		}
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, "", 0, lull.Errorf(lull.ETOOLARGE, "The file is larger than %d bytes.", limit)
+		if isTooLarge(err) {
+			return nil, "", 0, tooLarge
 		}
 		if err != nil {
 			return nil, "", 0, &lull.Error{Code: lull.EINVALID, Message: "Could not read the multipart form.", Err: err}
@@ -81,11 +86,8 @@ func (s *Server) multipartForm(w http.ResponseWriter, r *http.Request, fileField
 			filename = part.FileName()
 			cr := &countingReader{r: part, limit: limit}
 			size, err = store(cr)
-			if errors.Is(err, errTooLarge) || cr.n > limit {
-				return nil, "", 0, lull.Errorf(lull.ETOOLARGE, "The file is larger than %d bytes.", limit)
-			}
-			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-				return nil, "", 0, lull.Errorf(lull.ETOOLARGE, "The file is larger than %d bytes.", limit)
+			if isTooLarge(err) || cr.n > limit {
+				return nil, "", 0, tooLarge
 			}
 			if err != nil {
 				return nil, "", 0, err
