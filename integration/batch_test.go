@@ -17,6 +17,7 @@ import (
 
 	"github.com/lull-ai/lull/localstack/devstack"
 	"github.com/lull-ai/lull/localstack/vllmsim"
+	"github.com/lull-ai/lull/shared/sqs"
 )
 
 const batchModel = "lull-sim-1"
@@ -445,7 +446,13 @@ func TestBatchWebhook(t *testing.T) {
 		t.Fatalf("batch %s", b.RawJSON())
 	}
 	waitFor(t, 30*time.Second, "the batch.completed webhook", func() bool { return rc.count() >= 1 })
-	time.Sleep(300 * time.Millisecond) // let any stray line events arrive, to be counted below
+	// Every event (the 12 line events included) has been handled once the
+	// events queue is empty; only then is the receiver's count final.
+	events := sqs.New(st.Clients.SQS, st.EventsURL)
+	waitFor(t, 30*time.Second, "the events queue to drain", func() bool {
+		v, f, err := events.Depth(ctx)
+		return err == nil && v+f == 0
+	})
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if len(rc.bad) > 0 || len(rc.seen) != 1 {
