@@ -9,11 +9,63 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/lambdas/batch/batchjob"
+	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/sqs"
 	"github.com/lull-ai/lull/shared/storetest"
 )
+
+// splitEnv is a validating batch of n chat lines for model "m" in a fresh
+// table and bucket, with its request and batch queues.
+type splitEnv struct {
+	store *dynamodb.Store
+	q     *sqs.Queue // the request queue of model "m"
+	b     *lull.Batch
+	h     *batchjob.Handler
+	now   time.Time
+}
+
+func newSplitEnv(t *testing.T, prefix string, n, chunk int) *splitEnv {
+	t.Helper()
+	ctx := context.Background()
+	store, be := storetest.Table(t, prefix)
+	bucket := prefix + "-" + lull.NewID("b")[2:12]
+	if err := s3.CreateBucket(ctx, be.Clients.S3, bucket); err != nil {
+		t.Fatal(err)
+	}
+	blobs := s3.New(be.Clients.S3, bucket)
+	queue := func(name string) *sqs.Queue {
+		url, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, name+"-"+lull.NewID("q")[2:], time.Minute, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sqs.New(be.Clients.SQS, url)
+	}
+	q, batchQ := queue(prefix), queue(prefix+"-b")
+	var file bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&file, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"line %d"}]}}`+"\n", i, i)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	f := &lull.File{ID: lull.NewID("file"), Tenant: "t", Purpose: lull.PurposeBatch, CreatedAt: now, Key: "files/t/" + prefix + ".jsonl", Bytes: int64(file.Len())}
+	if err := blobs.Put(ctx, f.Key, file.Bytes(), "application/jsonl"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateFile(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "t", Endpoint: lull.EndpointChat, InputFileID: f.ID, CompletionWindow: "24h",
+		Status: lull.BatchValidating, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := store.CreateBatch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	h := &batchjob.Handler{
+		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: batchQ, Logger: slog.New(slog.DiscardHandler)},
+		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
+	}
+	return &splitEnv{store: store, q: q, b: b, h: h, now: now}
+}
 
 // TestSplitResumesWithoutOverwriting: a split job that crashed mid-chunk is
 // run again. Lines stored before the crash, one already completed by a
@@ -22,39 +74,10 @@ import (
 func TestSplitResumesWithoutOverwriting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, be := storetest.Table(t, "split")
-	bucket := "split-" + lull.NewID("b")[2:12]
-	if err := s3.CreateBucket(ctx, be.Clients.S3, bucket); err != nil {
-		t.Fatal(err)
-	}
-	blobs := s3.New(be.Clients.S3, bucket)
-	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "split-"+lull.NewID("q")[2:], time.Minute, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	burl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "split-b-"+lull.NewID("q")[2:], time.Minute, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n, chunk = 23, 5
-	var file bytes.Buffer
-	for i := range n {
-		fmt.Fprintf(&file, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"line %d"}]}}`+"\n", i, i)
-	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	f := &lull.File{ID: lull.NewID("file"), Tenant: "t", Purpose: lull.PurposeBatch, CreatedAt: now, Key: "files/t/in.jsonl", Bytes: int64(file.Len())}
-	if err := blobs.Put(ctx, f.Key, file.Bytes(), "application/jsonl"); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.CreateFile(ctx, f); err != nil {
-		t.Fatal(err)
-	}
+	e := newSplitEnv(t, "split", n, chunk)
+	store, b, now := e.store, e.b, e.now
 	total := n
-	b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "t", Endpoint: lull.EndpointChat, InputFileID: f.ID, CompletionWindow: "24h",
-		Status: lull.BatchValidating, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if err := store.CreateBatch(ctx, b); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := store.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchValidating},
 		lull.BatchChange{Status: lull.BatchInProgress, At: now, Total: &total}); err != nil {
 		t.Fatal(err)
@@ -78,11 +101,7 @@ func TestSplitResumesWithoutOverwriting(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	q := sqs.New(be.Clients.SQS, qurl)
-	h := &batchjob.Handler{
-		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(be.Clients.SQS, burl), Logger: slog.New(slog.DiscardHandler)},
-		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
-	}
+	q, h := e.q, e.h
 	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}); err != nil {
 		t.Fatal(err)
 	}
@@ -111,43 +130,9 @@ func TestSplitResumesWithoutOverwriting(t *testing.T) {
 func TestDuplicateSplitJobs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, be := storetest.Table(t, "dupsplit")
-	bucket := "dupsplit-" + lull.NewID("b")[2:12]
-	if err := s3.CreateBucket(ctx, be.Clients.S3, bucket); err != nil {
-		t.Fatal(err)
-	}
-	blobs := s3.New(be.Clients.S3, bucket)
-	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dupsplit-"+lull.NewID("q")[2:], time.Minute, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	burl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dupsplit-b-"+lull.NewID("q")[2:], time.Minute, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 60
-	var file bytes.Buffer
-	for i := range n {
-		fmt.Fprintf(&file, `{"custom_id":"c%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"line %d"}]}}`+"\n", i, i)
-	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	f := &lull.File{ID: lull.NewID("file"), Tenant: "t", Purpose: lull.PurposeBatch, CreatedAt: now, Key: "files/t/dup.jsonl", Bytes: int64(file.Len())}
-	if err := blobs.Put(ctx, f.Key, file.Bytes(), "application/jsonl"); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.CreateFile(ctx, f); err != nil {
-		t.Fatal(err)
-	}
-	b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "t", Endpoint: lull.EndpointChat, InputFileID: f.ID, CompletionWindow: "24h",
-		Status: lull.BatchValidating, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if err := store.CreateBatch(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	q := sqs.New(be.Clients.SQS, qurl)
-	h := &batchjob.Handler{
-		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(be.Clients.SQS, burl), Logger: slog.New(slog.DiscardHandler)},
-		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: 7,
-	}
+	e := newSplitEnv(t, "dupsplit", n, 7)
+	store, q, b, h := e.store, e.q, e.b, e.h
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() { errs <- h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}) }()
