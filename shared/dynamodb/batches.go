@@ -209,11 +209,7 @@ func (s *Store) CreateFile(ctx context.Context, f *lull.File) error {
 	if err != nil {
 		return fmt.Errorf("dynamodb: marshal file %s: %w", f.ID, err)
 	}
-	_, err = s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)")})
-	if isConditionFailed(err) {
-		return lull.Errorf(lull.ECONFLICT, "file %s already exists", f.ID)
-	}
-	return wrap(err, "create file %s", f.ID)
+	return s.putNew(ctx, item, "file "+f.ID)
 }
 
 // GetFile implements lull.Batches.
@@ -288,11 +284,7 @@ func (s *Store) CreateUpload(ctx context.Context, u *lull.Upload) error {
 	if err != nil {
 		return fmt.Errorf("dynamodb: marshal upload %s: %w", u.ID, err)
 	}
-	_, err = s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)")})
-	if isConditionFailed(err) {
-		return lull.Errorf(lull.ECONFLICT, "upload %s already exists", u.ID)
-	}
-	return wrap(err, "create upload %s", u.ID)
+	return s.putNew(ctx, item, "upload "+u.ID)
 }
 
 // GetUpload implements lull.Batches.
@@ -372,11 +364,7 @@ func (s *Store) CreateBatch(ctx context.Context, b *lull.Batch) error {
 	if err != nil {
 		return fmt.Errorf("dynamodb: marshal batch %s: %w", b.ID, err)
 	}
-	_, err = s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)")})
-	if isConditionFailed(err) {
-		return lull.Errorf(lull.ECONFLICT, "batch %s already exists", b.ID)
-	}
-	return wrap(err, "create batch %s", b.ID)
+	return s.putNew(ctx, item, "batch "+b.ID)
 }
 
 // CreateBatchOnce implements lull.Batches.

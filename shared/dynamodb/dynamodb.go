@@ -114,6 +114,16 @@ func (s *Store) newestFirst(pk string, afterAt time.Time, afterID string) *ddb.Q
 	return in
 }
 
+// putNew writes item only if no item has its key; ECONFLICT when one does.
+// what names the item in errors ("batch batch_…").
+func (s *Store) putNew(ctx context.Context, item map[string]types.AttributeValue, what string) error {
+	_, err := s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)")})
+	if isConditionFailed(err) {
+		return lull.Errorf(lull.ECONFLICT, "%s already exists", what)
+	}
+	return wrap(err, "create %s", what)
+}
+
 // isConditionFailed reports whether err is a failed ConditionExpression.
 func isConditionFailed(err error) bool {
 	var ccf *types.ConditionalCheckFailedException

@@ -41,14 +41,9 @@ func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint stri
 	if err != nil {
 		return nil, false, fmt.Errorf("dynamodb: marshal generation %s: %w", g.ID, err)
 	}
-	notExists := aws.String("attribute_not_exists(pk)")
 	if g.IdempotencyKey == "" {
-		_, err := s.c.PutItem(ctx, &ddb.PutItemInput{TableName: &s.table, Item: item, ConditionExpression: notExists})
-		if isConditionFailed(err) {
-			return nil, false, lull.Errorf(lull.ECONFLICT, "generation %s already exists", g.ID)
-		}
-		if err != nil {
-			return nil, false, wrap(err, "put generation %s", g.ID)
+		if err := s.putNew(ctx, item, "generation "+g.ID); err != nil {
+			return nil, false, err
 		}
 		return g, true, nil
 	}
