@@ -12,7 +12,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Run the whole system locally (emulators, API on :8080, worker, simulator, DLQ consumer, sweeper)
+run: ## Run the whole system locally (emulators, API on :8080, worker, simulator, webhook dispatcher, batch Lambda, DLQ consumer, sweeper)
 	$(GO) run ./localstack/cmd/lull-dev
 
 .PHONY: build
