@@ -33,8 +33,34 @@ type Policy struct {
 	// within the window (at least Reserve). It should be longer than an
 	// async request runs, since a slot given to one is held that long and
 	// the engine does not preempt it for a newly arriving request.
-	// Default 30s. Only with Counters.AtEngine.
+	// Default 30s, or the latest scrape alone with EnginePreempts. Only
+	// with Counters.AtEngine.
 	ReserveWindow time.Duration
+	// EnginePreempts says the engine gives a running request's slot to a
+	// waiting one of better priority (vLLM V0 under --scheduling-policy
+	// priority, and V1 with the fix for vllm-project/vllm#40004), so async
+	// work sent at a low priority never keeps interactive requests from a
+	// slot. The gate then fills the engine up to TargetRunning around what
+	// other traffic runs now rather than its recent peak, and preemptions
+	// (the engine making room, cheap with the prefix cache) do not close it;
+	// the KV watermark and the waiting queue still do.
+	EnginePreempts bool
+	// MaxSlowdown bounds how much the worker's own sequences may lengthen
+	// the engine's steps while other traffic is about (0.1: by 10 %). Every
+	// decoding sequence adds to each step's time (its KV reads and
+	// sampling) and an interactive request's time to first token is made of
+	// steps, so this bounds the latency async work adds to it. The gate
+	// learns the engine's step time from its step counter
+	// (vllm:iteration_tokens_total): the fixed part and what one of its own
+	// and one other sequence add (see StepTimes), and allows at most
+	// MaxSlowdown × (step time of the other traffic alone) / (cost of one
+	// of its own) of its own. 0, a missing counter or too little data yet:
+	// no bound. Only with Counters.AtEngine.
+	MaxSlowdown float64
+	// SlowdownWindow is how long after other traffic was last seen the
+	// MaxSlowdown bound still holds; with no other traffic the engine is
+	// filled to TargetRunning. Default 30s.
+	SlowdownWindow time.Duration
 	// QueueDepthOnly replaces the headroom policy with the common
 	// queue-depth budget (allowed = TargetRunning × (1 − waiting/TargetRunning),
 	// minus what pending reports). Kept for comparison in benchmarks.
@@ -47,8 +73,14 @@ func (p *Policy) withDefaults() {
 	p.PreemptionCooldown = cmp.Or(p.PreemptionCooldown, 2*time.Second)
 	p.Interval = cmp.Or(p.Interval, 200*time.Millisecond)
 	p.MaxAge = cmp.Or(p.MaxAge, 5*p.Interval)
-	p.ReserveWindow = cmp.Or(p.ReserveWindow, 30*time.Second)
+	if !p.EnginePreempts {
+		p.ReserveWindow = cmp.Or(p.ReserveWindow, 30*time.Second)
+	}
+	p.SlowdownWindow = cmp.Or(p.SlowdownWindow, 30*time.Second)
 }
+
+// stepModelTau is how fast the step-time model forgets old samples.
+const stepModelTau = time.Minute
 
 // Counters are what the worker tells the gate about its own requests.
 // Either may be nil.
@@ -69,6 +101,9 @@ type Decision struct {
 	Reason string // why it is closed, or "headroom"
 	// Reserve is how many sequences the gate keeps free for other traffic.
 	Reserve int
+	// Limit is how many sequences of its own the MaxSlowdown bound allows
+	// the worker at the engine now, or -1 when it does not apply.
+	Limit int
 }
 
 // Gate tracks the engine and decides.
@@ -94,6 +129,10 @@ type Gate struct {
 	// foreign holds recent samples of other traffic's concurrency, oldest
 	// first, for the reserve.
 	foreign []otherLoad
+	// otherAt is when the latest scrape that showed other traffic began.
+	otherAt time.Time
+	// model learns the engine's step time per sequence.
+	model stepModel
 }
 
 // otherLoad is other traffic's concurrency at one scrape.
@@ -124,7 +163,8 @@ func New(metricsURL string, p Policy, c Counters) *Gate {
 		c.Pending = func() int { return 0 }
 	}
 	return &Gate{policy: p, url: metricsURL, client: &http.Client{Timeout: 2 * time.Second}, now: time.Now,
-		pending: c.Pending, atEngine: c.AtEngine, changed: make(chan struct{})}
+		pending: c.Pending, atEngine: c.AtEngine, changed: make(chan struct{}),
+		model: stepModel{tau: stepModelTau}}
 }
 
 // Policy returns the effective policy.
@@ -140,6 +180,9 @@ func (g *Gate) Observe(s Snapshot, err error) {
 		if g.lastOK && s.HasPreemptions && s.Preemptions > g.last.Preemptions {
 			g.preemptedAt = s.At
 		}
+		if g.lastOK {
+			g.model.observe(g.last, s)
+		}
 		g.last, g.lastOK, g.lastErr = s, true, nil
 		// Forget sends the scrape saw: those before it began.
 		keep := g.sent[:0]
@@ -152,6 +195,9 @@ func (g *Gate) Observe(s Snapshot, err error) {
 		// Other traffic: what the engine holds beyond this worker's requests
 		// (those at the engine when the scrape began or sent before it was answered).
 		other := max(0, s.Running+s.Waiting-s.Ours)
+		if other >= 1 {
+			g.otherAt = s.At
+		}
 		drop := 0
 		for drop < len(g.foreign) && s.At.Sub(g.foreign[drop].at) > g.policy.ReserveWindow {
 			drop++
@@ -178,7 +224,15 @@ func (g *Gate) Age() time.Duration {
 func (g *Gate) Decide() Decision {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now, p, s := g.now(), g.policy, g.last
+	now := g.now()
+	limit := g.slowdownLimitLocked(now)
+	d := g.decideLocked(now, limit)
+	d.Limit = limit
+	return d
+}
+
+func (g *Gate) decideLocked(now time.Time, limit int) Decision {
+	p, s := g.policy, g.last
 	switch {
 	case !g.lastOK:
 		return Decision{Reason: "no engine metrics yet"}
@@ -194,7 +248,7 @@ func (g *Gate) Decide() Decision {
 		return Decision{Reason: fmt.Sprintf("engine queueing (%g waiting)", s.Waiting)}
 	case s.HasKV && s.KVUsage >= p.KVHigh:
 		return Decision{Reason: fmt.Sprintf("KV cache at %.0f%%", 100*s.KVUsage)}
-	case !g.preemptedAt.IsZero() && now.Sub(g.preemptedAt) < p.PreemptionCooldown:
+	case !p.EnginePreempts && !g.preemptedAt.IsZero() && now.Sub(g.preemptedAt) < p.PreemptionCooldown:
 		return Decision{Reason: "recent preemption"}
 	}
 	if g.atEngine == nil {
@@ -210,11 +264,54 @@ func (g *Gate) Decide() Decision {
 		peak = max(peak, f.n)
 	}
 	reserve := max(p.Reserve, int(math.Ceil(peak)))
-	budget := p.TargetRunning - reserve - g.atEngine() - g.pending()
+	ours := g.atEngine() + g.pending()
+	budget := p.TargetRunning - reserve - ours
+	if limit >= 0 && limit-ours < budget {
+		if budget = limit - ours; budget <= 0 {
+			return Decision{Reason: fmt.Sprintf("slowdown bound (%d of ours keep steps within +%.0f%%)", limit, 100*p.MaxSlowdown),
+				Reserve: reserve}
+		}
+	}
 	if budget <= 0 {
 		return Decision{Reason: fmt.Sprintf("engine full (%d kept for other traffic)", reserve), Reserve: reserve}
 	}
 	return Decision{Open: true, Budget: budget, Reason: "headroom", Reserve: reserve}
+}
+
+// StepTimes is what the gate has learned of the engine's step time, on the
+// engine's clock: its fixed part and what each running sequence of the
+// worker's, each of other traffic's and each prefilled prompt token add.
+type StepTimes struct {
+	Base, PerOwn, PerOther, PerPrefillToken time.Duration
+}
+
+// StepTimes returns the gate's step model; ok is false until enough varied
+// samples came in.
+func (g *Gate) StepTimes() (StepTimes, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.model.fit()
+	d := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+	return StepTimes{d(f.base), d(f.perOurs), d(f.perOther), d(f.perTok)}, f.ok
+}
+
+// slowdownLimitLocked returns how many sequences of the worker's own the
+// MaxSlowdown bound allows, or -1 when it does not apply: no bound set, no
+// other traffic within SlowdownWindow, or no step model yet. The other
+// traffic's m sequences alone make steps of base + m×perOther; k of the
+// worker's add k×perOwn, at most MaxSlowdown of that when
+// k ≤ MaxSlowdown × (base + m×perOther) / perOwn.
+func (g *Gate) slowdownLimitLocked(now time.Time) int {
+	p := g.policy
+	if p.MaxSlowdown <= 0 || g.atEngine == nil || g.otherAt.IsZero() || now.Sub(g.otherAt) > p.SlowdownWindow {
+		return -1
+	}
+	f := g.model.fit()
+	if !f.ok {
+		return -1
+	}
+	other := max(0, g.last.Running+g.last.Waiting-g.last.Ours)
+	return int(p.MaxSlowdown*(f.base+other*f.perOther)/f.perOurs + 1e-6) // not 19 for 19.9999…
 }
 
 // Wait blocks until the gate opens (or ctx ends) and returns the budget.

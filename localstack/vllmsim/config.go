@@ -69,6 +69,13 @@ type Config struct {
 	// the KV cache is full (vLLM's older V0 engine, and what the open
 	// proposals for #40004 add). Only with PriorityScheduling.
 	PreemptForWaiting bool
+	// NoPrefixCaching turns off the prefix cache (vLLM's
+	// --no-enable-prefix-caching; V1 caches by default). With the cache a
+	// preempted sequence's full KV blocks keep their contents until the
+	// allocator reuses them, so a readmission soon after a preemption
+	// recomputes only its last, partial block. Prompts are not shared
+	// between requests here, so preemption is the cache's only source of hits.
+	NoPrefixCaching bool
 	// LegacyCacheMetric also emits the KV usage gauge under its older name
 	// vllm:gpu_cache_usage_perc, next to vllm:kv_cache_usage_perc (vLLM
 	// releases during the rename emitted both).

@@ -42,6 +42,10 @@ type seq struct {
 	state    int
 	blocks   int  // KV blocks held
 	counted  bool // prompt tokens added to the counter (first admission)
+	// cached is how many full blocks of this preempted sequence's computed
+	// tokens are still in the prefix cache (freed, not yet reused): on
+	// readmission their tokens are not recomputed. Always 0 unless waiting.
+	cached int
 
 	// generated only grows (recompute preemption keeps the output), so a
 	// streaming handler may read it without the lock.
@@ -103,6 +107,10 @@ type Stats struct {
 	// a preemption is not counted again.
 	PromptTokens     int64
 	GenerationTokens int64 // tokens produced
+	// PrefixCacheQueries and PrefixCacheHits count tokens looked up in and
+	// found in the prefix cache when sequences are admitted (0 with
+	// NoPrefixCaching). Hits come from preempted sequences' blocks.
+	PrefixCacheQueries, PrefixCacheHits int64
 	// BusyTime is the simulated time the engine spent stepping (before
 	// TimeScale), so GenerationTokens/BusyTime is the simulated throughput.
 	BusyTime time.Duration
@@ -123,13 +131,24 @@ type engine struct {
 	running    []*seq // sorted by before; the last is the preemption victim
 	usedBlocks int
 	arrivals   uint64
+	// evictable are the preempted sequences whose blocks are still cached,
+	// least recently freed first; cachedBlocks is their sum. Cached blocks
+	// count as free: allocating beyond the uncached free blocks evicts them
+	// in this order, as vLLM's free-block queue does.
+	evictable    []*seq
+	cachedBlocks int
 
 	jobsDone                        uint64
 	preemptions, completed, aborted int64
 	promptTokens, genTokens         int64
+	cacheQueries, cacheHits         int64            // tokens looked up in / found in the prefix cache at admission
 	finishedBy                      map[string]int64 // finish reason → sequences
 	busy                            time.Duration
 	ttft, e2e                       histogram
+	// iterTokens is vllm:iteration_tokens_total: tokens each step computes
+	// (prompt tokens prefilled plus one per decoding sequence); its count is
+	// the number of steps.
+	iterTokens histogram
 }
 
 // newEngine starts an engine's loop.
@@ -152,6 +171,7 @@ func newEngineState(cfg Config) *engine {
 			20, 40, 80, 160, 640, 2560),
 		e2e: newHistogram(0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920,
 			7680),
+		iterTokens: newHistogram(1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
 	}
 }
 
@@ -203,6 +223,7 @@ func (e *engine) abort(j *job) {
 		switch s.state {
 		case stateWaiting:
 			e.waiting = slices.DeleteFunc(e.waiting, func(x *seq) bool { return x == s })
+			e.uncacheLocked(s)
 		case stateRunning:
 			e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
 		default:
@@ -239,6 +260,7 @@ func (e *engine) close() {
 		}
 	}
 	e.waiting, e.running, e.usedBlocks = nil, nil, 0
+	e.evictable, e.cachedBlocks = nil, 0
 }
 
 func (e *engine) isClosed() bool {
@@ -299,9 +321,10 @@ func (e *engine) loop() {
 
 // scheduleLocked prepares one step. It grows every running sequence by the
 // KV blocks its next token needs, preempting the worst running sequences
-// when blocks run out; then, if nothing was preempted, it lets better
-// waiting sequences preempt worse running ones (PreemptForWaiting) and
-// admits waiting sequences while the batch and the KV cache allow. It
+// when blocks run out; then, if nothing was preempted, it admits waiting
+// sequences in order while the batch and the KV cache allow, and with
+// PreemptForWaiting beyond that for each one that is strictly better than
+// the worst running sequence, which it preempts. It
 // returns the step's simulated duration and whether anything runs.
 func (e *engine) scheduleLocked() (time.Duration, bool) {
 	cfg := e.cfg
@@ -323,30 +346,41 @@ func (e *engine) scheduleLocked() (time.Duration, bool) {
 		s.blocks += max(need, 0)
 		e.usedBlocks += max(need, 0)
 	}
-	prefill := 0
+	e.evictLocked()
+	prefill, admitted := 0, 0
 	if !preempted {
-		if cfg.PriorityScheduling && cfg.PreemptForWaiting {
-			for len(e.waiting) > 0 && len(e.running) > 0 {
-				head, worst := e.waiting[0], e.running[len(e.running)-1]
-				if head.priority >= worst.priority || len(e.running) < cfg.MaxNumSeqs && e.fitsLocked(head) {
-					break
-				}
-				e.preemptLocked(worst)
-			}
-		}
-		for len(e.waiting) > 0 && len(e.running) < cfg.MaxNumSeqs {
+		for len(e.waiting) > 0 {
 			s := e.waiting[0]
-			if !e.fitsLocked(s) {
-				break // head-of-line: vLLM does not skip ahead either
+			if len(e.running) >= cfg.MaxNumSeqs || !e.fitsLocked(s) {
+				// Full batch or no blocks: with PreemptForWaiting a waiting
+				// sequence of strictly better priority takes the worst
+				// running one's place, each in turn, so a burst of urgent
+				// requests is admitted in one step. A sequence admitted
+				// this step is never the victim: it is at least as good.
+				if !cfg.PriorityScheduling || !cfg.PreemptForWaiting || len(e.running) == 0 ||
+					s.priority >= e.running[len(e.running)-1].priority {
+					break // head-of-line: vLLM does not skip ahead either
+				}
+				e.preemptLocked(e.running[len(e.running)-1])
+				continue
 			}
 			e.waiting[0] = nil
 			e.waiting = e.waiting[1:]
 			tokens := s.prompt + int(s.generated.Load())
+			// Cached blocks are reused; vLLM recomputes at least the last token.
+			hit := min(s.cached*cfg.BlockSize, tokens-1)
+			e.uncacheLocked(s)
 			s.blocks = e.blocksFor(tokens + 1)
 			s.state = stateRunning
 			e.usedBlocks += s.blocks
+			e.evictLocked()
 			e.running = insertSorted(e.running, s, e.before)
-			prefill += tokens
+			prefill += tokens - hit
+			admitted++
+			if !cfg.NoPrefixCaching {
+				e.cacheQueries += int64(tokens)
+				e.cacheHits += int64(hit)
+			}
 			if !s.counted {
 				s.counted = true
 				e.promptTokens += int64(s.prompt)
@@ -363,12 +397,14 @@ func (e *engine) scheduleLocked() (time.Duration, bool) {
 	d := cfg.DecodeStepBase + time.Duration(len(e.running))*cfg.DecodePerSeq +
 		time.Duration(context)*cfg.DecodePerContextToken + time.Duration(prefill)*cfg.PrefillPerToken
 	e.busy += d
+	e.iterTokens.observe(float64(prefill + len(e.running) - admitted))
 	return d, true
 }
 
 // fitsLocked reports whether s can be admitted now: its prompt, the output
-// it already has (recomputed) and its next token must fit in free blocks,
-// with one block to spare when others run.
+// it already has and its next token must fit in the blocks not in use
+// (its own cached blocks among them, reused; others' cached blocks are
+// evicted as needed), with one block to spare when others run.
 func (e *engine) fitsLocked(s *seq) bool {
 	need := e.blocksFor(s.prompt + int(s.generated.Load()) + 1)
 	if len(e.running) > 0 {
@@ -377,10 +413,39 @@ func (e *engine) fitsLocked(s *seq) bool {
 	return e.usedBlocks+need <= e.cfg.KVBlocks
 }
 
+// uncacheLocked takes s's cached blocks out of the evictable pool (it is
+// readmitted, or gone).
+func (e *engine) uncacheLocked(s *seq) {
+	if s.cached == 0 {
+		return
+	}
+	e.cachedBlocks -= s.cached
+	s.cached = 0
+	e.evictable = slices.DeleteFunc(e.evictable, func(x *seq) bool { return x == s })
+}
+
+// evictLocked evicts cached blocks, least recently freed first and from the
+// end of a sequence's tokens (its prefix stays usable longest), until the
+// cached blocks fit in the blocks not in use.
+func (e *engine) evictLocked() {
+	for over := e.cachedBlocks - (e.cfg.KVBlocks - e.usedBlocks); over > 0; {
+		s := e.evictable[0]
+		n := min(over, s.cached)
+		s.cached -= n
+		e.cachedBlocks -= n
+		over -= n
+		if s.cached == 0 {
+			e.evictable[0] = nil
+			e.evictable = e.evictable[1:]
+		}
+	}
+}
+
 // preemptLocked sends a running sequence back to the waiting queue and
 // frees its blocks (vLLM's recompute preemption: the output so far is kept
-// and recomputed with the prompt on readmission). Being the earliest
-// arrival of its priority still waiting, it lands ahead of later requests.
+// and recomputed with the prompt on readmission, except for the full blocks
+// the prefix cache still holds then). Being the earliest arrival of its
+// priority still waiting, it lands ahead of later requests.
 func (e *engine) preemptLocked(s *seq) {
 	if last := len(e.running) - 1; e.running[last] == s {
 		e.running[last] = nil
@@ -389,6 +454,14 @@ func (e *engine) preemptLocked(s *seq) {
 		e.running = slices.DeleteFunc(e.running, func(x *seq) bool { return x == s })
 	}
 	e.usedBlocks -= s.blocks
+	if !e.cfg.NoPrefixCaching {
+		// The full blocks of computed tokens keep their contents until reused.
+		s.cached = (s.prompt + int(s.generated.Load())) / e.cfg.BlockSize
+		e.cachedBlocks += s.cached
+		if s.cached > 0 {
+			e.evictable = append(e.evictable, s)
+		}
+	}
 	s.blocks, s.state = 0, stateWaiting
 	e.preemptions++
 	e.waiting = insertSorted(e.waiting, s, e.before)
@@ -450,5 +523,6 @@ func (e *engine) statsLocked() Stats {
 		KVUsage:     float64(e.usedBlocks) / float64(e.cfg.KVBlocks),
 		Preemptions: e.preemptions, Completed: e.completed, Aborted: e.aborted,
 		PromptTokens: e.promptTokens, GenerationTokens: e.genTokens, BusyTime: e.busy,
+		PrefixCacheQueries: e.cacheQueries, PrefixCacheHits: e.cacheHits,
 	}
 }

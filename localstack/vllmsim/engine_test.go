@@ -87,10 +87,12 @@ func TestMetricsFamilies(t *testing.T) {
 		name       string
 		cfg        Config
 		kv, legacy bool
+		prefix     bool
 	}{
-		{"Default", Config{}, true, false},
-		{"Both", Config{LegacyCacheMetric: true}, true, true},
-		{"LegacyOnly", Config{LegacyCacheMetricOnly: true}, false, true},
+		{"Default", Config{}, true, false, true},
+		{"Both", Config{LegacyCacheMetric: true}, true, true, true},
+		{"LegacyOnly", Config{LegacyCacheMetricOnly: true}, false, true, true},
+		{"NoPrefixCaching", Config{NoPrefixCaching: true}, true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -104,12 +106,17 @@ func TestMetricsFamilies(t *testing.T) {
 				"vllm:num_preemptions_total": "counter", "vllm:prompt_tokens_total": "counter",
 				"vllm:generation_tokens_total": "counter", "vllm:request_success_total": "counter",
 				"vllm:time_to_first_token_seconds": "histogram", "vllm:e2e_request_latency_seconds": "histogram",
+				"vllm:iteration_tokens_total": "histogram",
 			}
 			if tc.kv {
 				want["vllm:kv_cache_usage_perc"] = "gauge"
 			}
 			if tc.legacy {
 				want["vllm:gpu_cache_usage_perc"] = "gauge"
+			}
+			if tc.prefix {
+				want["vllm:prefix_cache_queries_total"] = "counter"
+				want["vllm:prefix_cache_hits_total"] = "counter"
 			}
 			if len(m) != len(want) {
 				t.Errorf("%d families, want %d", len(m), len(want))
@@ -119,13 +126,21 @@ func TestMetricsFamilies(t *testing.T) {
 					t.Fatalf("family %s missing or not a %s", name, typ)
 				}
 			}
-			for name, v := range map[string]float64{"vllm:prompt_tokens_total": 3, "vllm:generation_tokens_total": 5} {
+			counts := map[string]float64{"vllm:prompt_tokens_total": 3, "vllm:generation_tokens_total": 5}
+			if tc.prefix {
+				counts["vllm:prefix_cache_queries_total"], counts["vllm:prefix_cache_hits_total"] = 3, 0
+			}
+			for name, v := range counts {
 				if got := m[name].samples[""]; got != v {
 					t.Errorf("%s = %v, want %v", name, got, v)
 				}
 			}
 			if got := m["vllm:request_success_total"].samples; got[`finished_reason="length"`] != 1 || got[`finished_reason="stop"`] != 0 {
 				t.Errorf("request_success_total %v", got)
+			}
+			// Five steps: the prefill of 3 prompt tokens, then 4 decodes of 1.
+			if it := m["vllm:iteration_tokens_total"].samples; it["_count"] != 5 || it["_sum"] != 7 || it[`_bucket le="1"`] != 4 {
+				t.Errorf("iteration_tokens_total: %v", it)
 			}
 			for _, h := range []string{"vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds"} {
 				s := m[h].samples
@@ -422,6 +437,121 @@ func BenchmarkStep(b *testing.B) {
 				e.mu.Unlock()
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
+
+// stepEngine runs one scheduling step of an engine whose loop is not
+// running and returns the step's simulated duration.
+func stepEngine(e *engine) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d, _ := e.scheduleLocked()
+	e.emitLocked(time.Now())
+	return d
+}
+
+// TestPrefixCacheOnReadmission preempts a long low-priority sequence for an
+// urgent one and checks what its readmission recomputes: with the prefix
+// cache only the tokens past its last full block, without it everything;
+// and when the urgent sequence needs the freed blocks, only what was not
+// evicted is reused.
+func TestPrefixCacheOnReadmission(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name          string
+		noCache       bool
+		kvBlocks      int
+		urgentPrompt  int
+		wantHits      int64 // tokens found in the cache at readmission
+		wantRecompute int   // tokens prefilled at readmission
+	}{
+		// 10 + 40 tokens computed: three full blocks of 16 stay cached.
+		{"Cached", false, 64, 5, 48, 2},
+		{"NoPrefixCaching", true, 64, 5, 0, 50},
+		// 8 blocks: the urgent prompt (100 tokens, 7 blocks) leaves one
+		// free block, so two of the three cached blocks are evicted.
+		{"Evicted", false, 8, 100, 16, 34},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := Config{MaxNumSeqs: 1, KVBlocks: tc.kvBlocks, BlockSize: 16, PriorityScheduling: true,
+				PreemptForWaiting: true, NoPrefixCaching: tc.noCache}.withDefaults()
+			e := newEngineState(cfg)
+			low := submitJob(t, e, 10, 100, 10)
+			for range 40 {
+				stepEngine(e)
+			}
+			urgent := submitJob(t, e, tc.urgentPrompt, 3, 0)
+			for range 3 {
+				stepEngine(e)
+			}
+			select {
+			case <-urgent.done:
+			default:
+				t.Fatal("the urgent request did not finish in 3 steps")
+			}
+			if st := e.stats(); st.Preemptions != 1 || st.Waiting != 1 {
+				t.Fatalf("after the urgent request: %+v", st)
+			}
+			d := stepEngine(e) // readmits the low-priority sequence
+			want := cfg.DecodeStepBase + cfg.DecodePerSeq + 50*cfg.DecodePerContextToken + time.Duration(tc.wantRecompute)*cfg.PrefillPerToken
+			if st := e.stats(); d != want || st.PrefixCacheHits != tc.wantHits || st.Running != 1 {
+				t.Fatalf("readmission step %v with %d cache hits (%+v), want %v and %d", d, st.PrefixCacheHits, st, want, tc.wantHits)
+			}
+			for range 59 {
+				stepEngine(e)
+			}
+			select {
+			case <-low.done:
+			default:
+				t.Fatal("the low-priority request did not finish")
+			}
+			if st := e.stats(); st.GenerationTokens != 103 || st.KVUsage != 0 {
+				t.Fatalf("at the end: %+v", st)
+			}
+			if e.cachedBlocks != 0 || len(e.evictable) != 0 {
+				t.Fatalf("%d blocks of %d sequences still cached", e.cachedBlocks, len(e.evictable))
+			}
+		})
+	}
+}
+
+// TestUrgentBurstAdmittedInOneStep fills the batch with low-priority
+// sequences and submits a burst of urgent ones: with PreemptForWaiting all
+// of them take a slot in the next step (one victim each), without it none
+// does.
+func TestUrgentBurstAdmittedInOneStep(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		preempt     bool
+		wantRunning int // urgent sequences running after one step
+	}{{"PreemptForWaiting", true, 3}, {"V1", false, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEngineState(Config{MaxNumSeqs: 4, PriorityScheduling: true, PreemptForWaiting: tc.preempt}.withDefaults())
+			for range 6 {
+				submitJob(t, e, 5, 500, 10)
+			}
+			for range 10 {
+				stepEngine(e)
+			}
+			var urgent []*job
+			for range 3 {
+				urgent = append(urgent, submitJob(t, e, 12, 30, 0))
+			}
+			stepEngine(e)
+			got := 0
+			for _, j := range urgent {
+				if j.seqs[0].generated.Load() == 1 {
+					got++
+				}
+			}
+			st := e.stats()
+			if got != tc.wantRunning || st.Running != 4 || st.Preemptions != int64(tc.wantRunning) {
+				t.Fatalf("%d urgent sequences got their first token in one step (%+v), want %d", got, st, tc.wantRunning)
+			}
 		})
 	}
 }

@@ -13,12 +13,14 @@ type metricsSnapshot struct {
 	Stats
 	finishedBy map[string]int64
 	ttft, e2e  histogram
+	iterTokens histogram
 }
 
 func (e *engine) metricsSnapshot() metricsSnapshot {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return metricsSnapshot{Stats: e.statsLocked(), finishedBy: maps.Clone(e.finishedBy), ttft: e.ttft.clone(), e2e: e.e2e.clone()}
+	return metricsSnapshot{Stats: e.statsLocked(), finishedBy: maps.Clone(e.finishedBy), ttft: e.ttft.clone(), e2e: e.e2e.clone(),
+		iterTokens: e.iterTokens.clone()}
 }
 
 // metrics writes Prometheus text exposition (version 0.0.4) with vLLM's
@@ -55,6 +57,10 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	counter("vllm:num_preemptions_total", "Cumulative number of preemption from the engine.", m.Preemptions)
 	counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.", m.PromptTokens)
 	counter("vllm:generation_tokens_total", "Number of generation tokens processed.", m.GenerationTokens)
+	if !s.cfg.NoPrefixCaching {
+		counter("vllm:prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.", m.PrefixCacheQueries)
+		counter("vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.", m.PrefixCacheHits)
+	}
 	family("vllm:request_success_total", "counter", "Count of successfully processed requests.")
 	for _, reason := range []string{"stop", "length", "abort"} {
 		sample("vllm:request_success_total", `,finished_reason="`+reason+`"`, float64(m.finishedBy[reason]))
@@ -65,6 +71,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	}{
 		{"vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", m.ttft},
 		{"vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", m.e2e},
+		{"vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", m.iterTokens},
 	} {
 		family(h.name, "histogram", h.help)
 		var cum uint64

@@ -49,24 +49,32 @@ import (
 
 var (
 	timeScale  = flag.Float64("time-scale", 1, "simulator speed (1 = real time)")
-	runFor     = flag.Duration("duration", 10*time.Second, "wall time measured per scenario")
+	runFor     = flag.Duration("duration", 40*time.Second, "wall time measured per scenario with interactive traffic (a quarter of it without: throughput settles fast, the interactive p99 does not)")
 	warmup     = flag.Duration("warmup", 6*time.Second, "wall time each scenario runs before measuring (longer than an async request)")
 	genTokens  = flag.Int("async-tokens", 512, "tokens per async generation")
 	gateTarget = flag.Int("gate-target", 0, "lull gate: sequences to fill the engine to, reserve included (0: max-num-seqs)")
 	burstGap   = flag.Duration("burst-gap", 300*time.Millisecond, "mean gap between interactive bursts (1-8 requests each)")
 	maxSeqs    = flag.Int("max-num-seqs", 32, "engine's max running sequences")
-	preempt    = flag.Bool("preempt-for-waiting", false, "engine lets a better-priority waiting request preempt running ones (vLLM V0; proposed for V1 in vllm-project/vllm#40004)")
+	engines    = flag.String("engines", "preempting,v1", "engine behaviours to measure, in order: preempting (a better-priority waiting request takes a running one's slot: vLLM V0, V1 with the fix for vllm-project/vllm#40004) and v1 (vLLM V1 today)")
 	reserveWin = flag.Duration("reserve-window", 0, "lull gate: LULL_GATE_RESERVE_WINDOW (0: the worker's default)")
+	slowdown   = flag.Float64("max-slowdown", 0.1, "lull gate: LULL_GATE_MAX_SLOWDOWN")
 	only       = flag.String("policies", "", "comma-separated policies to run (default all)")
 	fair       = flag.Bool("fairness", true, "run the four-worker check")
 )
 
-func simConfig() vllmsim.Config {
-	return vllmsim.Config{MaxNumSeqs: *maxSeqs, KVBlocks: 2048, BlockSize: 16, PriorityScheduling: true, PreemptForWaiting: *preempt, TimeScale: *timeScale}
+func simConfig(preempts bool) vllmsim.Config {
+	return vllmsim.Config{MaxNumSeqs: *maxSeqs, KVBlocks: 2048, BlockSize: 16, PriorityScheduling: true, PreemptForWaiting: preempts, TimeScale: *timeScale}
 }
 
 func main() {
 	flag.Parse()
+	if *childEngine {
+		if err := runEngineProcess(); err != nil {
+			fmt.Fprintln(os.Stderr, "lull-gatebench engine process:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *gateTarget == 0 {
 		*gateTarget = *maxSeqs
 	}
@@ -91,6 +99,11 @@ var policies = []policy{
 	{"lull", "metrics", 10},
 }
 
+// fixedPriority is the fixed consumer with async work sent at low priority:
+// on an engine that preempts for priority it is the simplest alternative
+// to a gate, so the preempting engine's table shows it too.
+var fixedPriority = policy{"fixed, priority", "fixed", 10}
+
 type outcome struct {
 	policy, load    string
 	engineTokS      float64 // simulated-time tokens per second
@@ -98,39 +111,82 @@ type outcome struct {
 	ttft50, ttft99  time.Duration
 	hoarded         int64
 	preemptions     int64
+	asyncSeqs       float64 // mean async requests at the engine
+	limit           float64 // mean slowdown limit while it applied
+	model           string  // the gate's step model at the end
 	interactiveTokS float64
+}
+
+// engineMode is one engine behaviour the benchmark measures.
+type engineMode struct {
+	name     string
+	preempts bool
+	title    string
+}
+
+var engineModes = map[string]engineMode{
+	"preempting": {"preempting", true, "engine preempts for priority (vLLM V0, or V1 with the fix for vllm-project/vllm#40004)"},
+	"v1":         {"v1", false, "vLLM V1 today: a waiting request never preempts a running one (vllm-project/vllm#40004 open)"},
 }
 
 func run() error {
 	quiet := slog.New(slog.DiscardHandler)
+	var modes []engineMode
+	for _, name := range strings.Split(*engines, ",") {
+		m, ok := engineModes[name]
+		if !ok {
+			return fmt.Errorf("unknown engine %q (preempting, v1)", name)
+		}
+		modes = append(modes, m)
+	}
 	satur, err := saturation()
 	if err != nil {
 		return err
 	}
-	sched := "V1 priority scheduling (waiting requests never preempt)"
-	if *preempt {
-		sched = "priority scheduling with preemption for waiting requests (V0)"
-	}
-	fmt.Printf("engine: max-num-seqs %d, %s, saturation %.0f tokens/s (simulated time); lull gate target %d\n", *maxSeqs, sched, satur, *gateTarget)
-	base, err := scenario(policy{name: "interactive only"}, true, quiet)
+	fmt.Printf("engine: max-num-seqs %d, priority scheduling, prefix caching; saturation %.0f tokens/s (simulated time); lull gate target %d, max slowdown %.0f%%\n",
+		*maxSeqs, satur, *gateTarget, 100**slowdown)
+	// The interactive trace alone never preempts (its requests share one
+	// priority), so one baseline serves every engine behaviour.
+	base, err := scenario(policy{name: "interactive only"}, modes[0], true, quiet)
 	if err != nil {
 		return err
 	}
-	results := []outcome{base}
-	for _, load := range []bool{false, true} {
-		for _, p := range policies {
-			if *only != "" && !slices.Contains(strings.Split(*only, ","), p.name) {
-				continue
-			}
-			o, err := scenario(p, load, quiet)
-			if err != nil {
-				return err
-			}
-			results = append(results, o)
-		}
-	}
 	idle := satur - base.interactiveTokS
-	fmt.Printf("\n%-17s %-12s %9s %10s %10s %10s %10s %10s %8s %8s\n", "policy", "load", "engine%", "async t/s", "TTFT p50", "TTFT p99", "p99 infl.", "idle fill", "hoarded", "preempt")
+	fmt.Printf("interactive trace alone: TTFT p50 %s, p99 %s; it leaves %.0f tokens/s idle (%.0f%% of saturation)\n",
+		base.ttft50.Round(time.Millisecond), base.ttft99.Round(time.Millisecond), idle, 100*idle/satur)
+	for i, m := range modes {
+		results := []outcome{base}
+		loads := []bool{true}
+		if i == 0 { // without interactive traffic the engines behave alike
+			loads = []bool{false, true}
+		}
+		for _, load := range loads {
+			ps := policies
+			if m.preempts && load {
+				ps = append(slices.Clone(policies[:1]), append([]policy{fixedPriority}, policies[1:]...)...)
+			}
+			for _, p := range ps {
+				if *only != "" && !slices.Contains(strings.Split(*only, ","), p.name) {
+					continue
+				}
+				o, err := scenario(p, m, load, quiet)
+				if err != nil {
+					return err
+				}
+				results = append(results, o)
+			}
+		}
+		fmt.Printf("\n%s\n", m.title)
+		printTable(results, base, satur, idle)
+	}
+	if !*fair {
+		return nil
+	}
+	return fairness(quiet)
+}
+
+func printTable(results []outcome, base outcome, satur, idle float64) {
+	fmt.Printf("%-17s %-12s %9s %10s %10s %10s %10s %10s %8s %8s %11s\n", "policy", "load", "engine%", "async t/s", "TTFT p50", "TTFT p99", "p99 infl.", "idle fill", "hoarded", "preempt", "async seqs")
 	for _, o := range results {
 		infl, fill := "-", "-"
 		p50, p99 := "-", "-"
@@ -144,25 +200,25 @@ func run() error {
 				infl = fmt.Sprintf("%+.1f%%", 100*(float64(o.ttft99)/float64(base.ttft99)-1))
 			}
 		}
-		fmt.Printf("%-17s %-12s %8.0f%% %10.0f %10s %10s %10s %10s %8d %8d\n", o.policy, o.load, 100*o.engineTokS/satur, o.asyncTokS, p50, p99, infl, fill, o.hoarded, o.preemptions)
+		fmt.Printf("%-17s %-12s %8.0f%% %10.0f %10s %10s %10s %10s %8d %8d %11.1f\n", o.policy, o.load, 100*o.engineTokS/satur, o.asyncTokS, p50, p99, infl, fill, o.hoarded, o.preemptions, o.asyncSeqs)
 	}
-	fmt.Printf("\nidle capacity left by the interactive trace: %.0f tokens/s (%.0f%% of saturation)\n", idle, 100*idle/satur)
-	if !*fair {
-		return nil
+	for _, o := range results {
+		if o.model != "" {
+			fmt.Printf("  %s, %s: gate learned %s; slowdown limit %.1f sequences on average while it applied\n", o.policy, o.load, o.model, o.limit)
+		}
 	}
-	return fairness(quiet)
 }
 
 // saturation floods the engine and measures its token throughput.
 func saturation() (float64, error) {
-	s, err := vllmsim.New(simConfig())
+	s, err := vllmsim.New(simConfig(true))
 	if err != nil {
 		return 0, err
 	}
 	defer s.Close()
 	srv := httptest.NewServer(s)
 	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *runFor/2)
+	ctx, cancel := context.WithTimeout(context.Background(), *runFor/8)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range 2 * *maxSeqs {
@@ -172,7 +228,7 @@ func saturation() (float64, error) {
 			}
 		})
 	}
-	time.Sleep(*runFor / 8)
+	time.Sleep(*runFor / 32)
 	start, t0 := s.Stats(), time.Now()
 	<-ctx.Done()
 	end, el := s.Stats(), time.Since(t0)
@@ -299,7 +355,7 @@ func backlog(url string, n, tokens int) error {
 	return nil
 }
 
-func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL string, target int) (*worker.Worker, error) {
+func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL string, target int, preempts bool) (*worker.Worker, error) {
 	return st.StartWorker(ctx, func(c *worker.Config) {
 		c.VLLMURL = engineURL
 		c.AsyncPriority = p.priority
@@ -307,6 +363,8 @@ func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL st
 		c.GateTarget = target
 		c.GateInterval = 50 * time.Millisecond
 		c.GateReserveWindow = *reserveWin
+		c.GatePreempts = preempts
+		c.GateMaxSlowdown = *slowdown
 		switch p.gate {
 		case "fixed":
 			c.Gate, c.Concurrency = "fixed", 2*target
@@ -318,20 +376,22 @@ func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL st
 	})
 }
 
-func scenario(p policy, withInteractive bool, log *slog.Logger) (outcome, error) {
+func scenario(p policy, m engineMode, withInteractive bool, log *slog.Logger) (outcome, error) {
 	o := outcome{policy: p.name, load: "async only"}
 	if withInteractive {
 		o.load = "mixed"
 	}
-	s, err := vllmsim.New(simConfig())
+	measure := *runFor
+	if !withInteractive {
+		measure /= 4
+	}
+	eng, err := startEngine(m.preempts, withInteractive, measure)
 	if err != nil {
 		return o, err
 	}
-	defer s.Close()
-	srv := httptest.NewServer(s)
-	defer srv.Close()
+	defer eng.close()
 	st, err := devstack.Start(context.Background(), devstack.Config{APIAddr: "127.0.0.1:0", Prefix: "gb", Workers: -1,
-		VLLMURL: srv.URL, Logger: log, SweepEvery: time.Hour, Visibility: 60 * time.Second})
+		VLLMURL: eng.url, Logger: log, SweepEvery: time.Hour, Visibility: 60 * time.Second})
 	if err != nil {
 		return o, err
 	}
@@ -348,42 +408,58 @@ func scenario(p policy, withInteractive bool, log *slog.Logger) (outcome, error)
 		if p.gate == "metrics" {
 			target = *gateTarget
 		}
-		if w, err = startWorker(ctx, st, p, srv.URL, target); err != nil {
+		if w, err = startWorker(ctx, st, p, eng.url, target, m.preempts); err != nil {
 			return o, err
 		}
 	}
 	// The interactive trace starts now, with the consumer; measuring starts
 	// after the warm-up.
 	measureFrom := time.Now().Add(*warmup)
-	runCtx, stop := context.WithDeadline(ctx, measureFrom.Add(*runFor))
-	defer stop()
-	var ttfts []time.Duration
-	var itok *atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if withInteractive {
-			ttfts, itok = interactive(runCtx, srv.URL, measureFrom)
-		}
-	}()
+	results, err := eng.begin()
+	if err != nil {
+		return o, err
+	}
 	time.Sleep(time.Until(measureFrom))
-	start, t0 := s.Stats(), time.Now()
-	for runCtx.Err() == nil {
+	samples, limited := 0, 0
+	var res engineResult
+wait:
+	for {
+		select {
+		case r, ok := <-results:
+			if !ok {
+				return o, fmt.Errorf("engine process: %w", eng.err())
+			}
+			res = r
+			break wait
+		case <-time.After(5 * time.Millisecond):
+		}
 		if w != nil {
 			o.hoarded = max(o.hoarded, w.Stats().Unstarted.Load())
+			o.asyncSeqs += float64(w.Stats().AtEngine.Load())
+			if g := w.Gate(); g != nil {
+				if l := g.Decide().Limit; l >= 0 {
+					o.limit += float64(l)
+					limited++
+				}
+			}
+			samples++
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	end, el := s.Stats(), time.Since(t0)
-	<-done
-	secs := sim(el).Seconds()
-	o.engineTokS = float64(end.GenerationTokens-start.GenerationTokens) / secs
-	o.preemptions = end.Preemptions - start.Preemptions
-	if itok != nil {
-		o.interactiveTokS = float64(itok.Load()) / secs
+	if samples > 0 {
+		o.asyncSeqs /= float64(samples)
 	}
+	if limited > 0 {
+		o.limit /= float64(limited)
+	}
+	if w != nil && w.Gate() != nil {
+		if st, ok := w.Gate().StepTimes(); ok {
+			o.model = fmt.Sprintf("step %.2f ms + %.1f µs per async sequence + %.1f µs per other sequence + %.1f µs per prefill token",
+				float64(st.Base)/1e6, float64(st.PerOwn)/1e3, float64(st.PerOther)/1e3, float64(st.PerPrefillToken)/1e3)
+		}
+	}
+	o.engineTokS, o.interactiveTokS, o.preemptions = res.EngineTokS, res.InteractiveTokS, res.Preemptions
 	o.asyncTokS = max(0, o.engineTokS-o.interactiveTokS)
-	o.ttft50, o.ttft99 = percentile(ttfts, 0.50), percentile(ttfts, 0.99)
+	o.ttft50, o.ttft99 = percentile(res.TTFTs, 0.50), percentile(res.TTFTs, 0.99)
 	return o, nil
 }
 
@@ -423,7 +499,7 @@ func fairnessRun(p policy, log *slog.Logger) error {
 		var servers []*httptest.Server
 		const target = 8
 		for i := range 4 {
-			cfg := simConfig()
+			cfg := simConfig(true)
 			cfg.MaxNumSeqs, cfg.TimeScale = target, *timeScale*float64(i+1)
 			s, err := vllmsim.New(cfg)
 			if err != nil {
@@ -431,14 +507,14 @@ func fairnessRun(p policy, log *slog.Logger) error {
 			}
 			srv := httptest.NewServer(s)
 			sims, servers = append(sims, s), append(servers, srv)
-			w, err := startWorker(ctx, st, p, srv.URL, target)
+			w, err := startWorker(ctx, st, p, srv.URL, target, true)
 			if err != nil {
 				return err
 			}
 			ws = append(ws, w)
 		}
 		held, unsent, heldWhileIdle, samples := int64(0), int64(0), 0, 0
-		deadline := time.Now().Add(*runFor / 2)
+		deadline := time.Now().Add(*runFor / 8)
 		for time.Now().Before(deadline) {
 			var holders, idlers []int
 			for i, w := range ws {

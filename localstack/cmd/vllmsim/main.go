@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	fs.DurationVar(&cfg.PrefillPerToken, "prefill-per-token", 50*time.Microsecond, "step cost per admitted prompt token")
 	fs.BoolVar(&cfg.PriorityScheduling, "priority", false, "priority scheduling (vLLM --scheduling-policy priority, V1 engine)")
 	fs.BoolVar(&cfg.PreemptForWaiting, "preempt-for-waiting", false, "with -priority: a better-priority waiting request preempts running ones (V0 engine)")
+	fs.BoolVar(&cfg.NoPrefixCaching, "no-enable-prefix-caching", false, "recompute a preempted sequence from scratch on readmission (vLLM's flag of that name)")
 	fs.BoolVar(&cfg.LegacyCacheMetric, "legacy-cache-metric", false, "also emit vllm:gpu_cache_usage_perc")
 	fs.BoolVar(&cfg.LegacyCacheMetricOnly, "legacy-cache-metric-only", false, "emit vllm:gpu_cache_usage_perc instead of vllm:kv_cache_usage_perc")
 	fs.Float64Var(&cfg.TimeScale, "time-scale", 1, "multiplier of simulated durations (0.01 = 100x faster)")
