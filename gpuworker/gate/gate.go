@@ -45,22 +45,6 @@ type Policy struct {
 	// (the engine making room, cheap with the prefix cache) do not close it;
 	// the KV watermark and the waiting queue still do.
 	EnginePreempts bool
-	// MaxSlowdown bounds how much the worker's own sequences may lengthen
-	// the engine's steps while other traffic is about (0.1: by 10 %). Every
-	// decoding sequence adds to each step's time (its KV reads and
-	// sampling) and an interactive request's time to first token is made of
-	// steps, so this bounds the latency async work adds to it. The gate
-	// learns the engine's step time from its step counter
-	// (vllm:iteration_tokens_total): the fixed part and what one of its own
-	// and one other sequence add (see StepTimes), and allows at most
-	// MaxSlowdown × (step time of the other traffic alone) / (cost of one
-	// of its own) of its own. 0, a missing counter or too little data yet:
-	// no bound. Only with Counters.AtEngine.
-	MaxSlowdown float64
-	// SlowdownWindow is how long after other traffic was last seen the
-	// MaxSlowdown bound still holds; with no other traffic the engine is
-	// filled to TargetRunning. Default 30s.
-	SlowdownWindow time.Duration
 	// QueueDepthOnly replaces the headroom policy with the common
 	// queue-depth budget (allowed = TargetRunning × (1 − waiting/TargetRunning),
 	// minus what pending reports). Kept for comparison in benchmarks.
@@ -76,11 +60,7 @@ func (p *Policy) withDefaults() {
 	if !p.EnginePreempts {
 		p.ReserveWindow = cmp.Or(p.ReserveWindow, 30*time.Second)
 	}
-	p.SlowdownWindow = cmp.Or(p.SlowdownWindow, 30*time.Second)
 }
-
-// stepModelTau is how fast the step-time model forgets old samples.
-const stepModelTau = time.Minute
 
 // Counters are what the worker tells the gate about its own requests.
 // Either may be nil.
@@ -101,9 +81,6 @@ type Decision struct {
 	Reason string // why it is closed, or "headroom"
 	// Reserve is how many sequences the gate keeps free for other traffic.
 	Reserve int
-	// Limit is how many sequences of its own the MaxSlowdown bound allows
-	// the worker at the engine now, or -1 when it does not apply.
-	Limit int
 }
 
 // Gate tracks the engine and decides.
@@ -129,10 +106,6 @@ type Gate struct {
 	// foreign holds recent samples of other traffic's concurrency, oldest
 	// first, for the reserve.
 	foreign []otherLoad
-	// otherAt is when the latest scrape that showed other traffic began.
-	otherAt time.Time
-	// model learns the engine's step time per sequence.
-	model stepModel
 }
 
 // otherLoad is other traffic's concurrency at one scrape.
@@ -163,8 +136,7 @@ func New(metricsURL string, p Policy, c Counters) *Gate {
 		c.Pending = func() int { return 0 }
 	}
 	return &Gate{policy: p, url: metricsURL, client: &http.Client{Timeout: 2 * time.Second}, now: time.Now,
-		pending: c.Pending, atEngine: c.AtEngine, changed: make(chan struct{}),
-		model: stepModel{tau: stepModelTau}}
+		pending: c.Pending, atEngine: c.AtEngine, changed: make(chan struct{})}
 }
 
 // Policy returns the effective policy.
@@ -180,9 +152,6 @@ func (g *Gate) Observe(s Snapshot, err error) {
 		if g.lastOK && s.HasPreemptions && s.Preemptions > g.last.Preemptions {
 			g.preemptedAt = s.At
 		}
-		if g.lastOK {
-			g.model.observe(g.last, s)
-		}
 		g.last, g.lastOK, g.lastErr = s, true, nil
 		// Forget sends the scrape saw: those before it began.
 		keep := g.sent[:0]
@@ -195,9 +164,6 @@ func (g *Gate) Observe(s Snapshot, err error) {
 		// Other traffic: what the engine holds beyond this worker's requests
 		// (those at the engine when the scrape began or sent before it was answered).
 		other := max(0, s.Running+s.Waiting-s.Ours)
-		if other >= 1 {
-			g.otherAt = s.At
-		}
 		drop := 0
 		for drop < len(g.foreign) && s.At.Sub(g.foreign[drop].at) > g.policy.ReserveWindow {
 			drop++
@@ -224,15 +190,7 @@ func (g *Gate) Age() time.Duration {
 func (g *Gate) Decide() Decision {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
-	limit := g.slowdownLimitLocked(now)
-	d := g.decideLocked(now, limit)
-	d.Limit = limit
-	return d
-}
-
-func (g *Gate) decideLocked(now time.Time, limit int) Decision {
-	p, s := g.policy, g.last
+	now, p, s := g.now(), g.policy, g.last
 	switch {
 	case !g.lastOK:
 		return Decision{Reason: "no engine metrics yet"}
@@ -264,54 +222,11 @@ func (g *Gate) decideLocked(now time.Time, limit int) Decision {
 		peak = max(peak, f.n)
 	}
 	reserve := max(p.Reserve, int(math.Ceil(peak)))
-	ours := g.atEngine() + g.pending()
-	budget := p.TargetRunning - reserve - ours
-	if limit >= 0 && limit-ours < budget {
-		if budget = limit - ours; budget <= 0 {
-			return Decision{Reason: fmt.Sprintf("slowdown bound (%d of ours keep steps within +%.0f%%)", limit, 100*p.MaxSlowdown),
-				Reserve: reserve}
-		}
-	}
+	budget := p.TargetRunning - reserve - g.atEngine() - g.pending()
 	if budget <= 0 {
 		return Decision{Reason: fmt.Sprintf("engine full (%d kept for other traffic)", reserve), Reserve: reserve}
 	}
 	return Decision{Open: true, Budget: budget, Reason: "headroom", Reserve: reserve}
-}
-
-// StepTimes is what the gate has learned of the engine's step time, on the
-// engine's clock: its fixed part and what each running sequence of the
-// worker's, each of other traffic's and each prefilled prompt token add.
-type StepTimes struct {
-	Base, PerOwn, PerOther, PerPrefillToken time.Duration
-}
-
-// StepTimes returns the gate's step model; ok is false until enough varied
-// samples came in.
-func (g *Gate) StepTimes() (StepTimes, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f := g.model.fit()
-	d := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	return StepTimes{d(f.base), d(f.perOurs), d(f.perOther), d(f.perTok)}, f.ok
-}
-
-// slowdownLimitLocked returns how many sequences of the worker's own the
-// MaxSlowdown bound allows, or -1 when it does not apply: no bound set, no
-// other traffic within SlowdownWindow, or no step model yet. The other
-// traffic's m sequences alone make steps of base + m×perOther; k of the
-// worker's add k×perOwn, at most MaxSlowdown of that when
-// k ≤ MaxSlowdown × (base + m×perOther) / perOwn.
-func (g *Gate) slowdownLimitLocked(now time.Time) int {
-	p := g.policy
-	if p.MaxSlowdown <= 0 || g.atEngine == nil || g.otherAt.IsZero() || now.Sub(g.otherAt) > p.SlowdownWindow {
-		return -1
-	}
-	f := g.model.fit()
-	if !f.ok {
-		return -1
-	}
-	other := max(0, g.last.Running+g.last.Waiting-g.last.Ours)
-	return int(p.MaxSlowdown*(f.base+other*f.perOther)/f.perOurs + 1e-6) // not 19 for 19.9999…
 }
 
 // Wait blocks until the gate opens (or ctx ends) and returns the budget.

@@ -25,9 +25,6 @@ const (
 	MetricKV          = "vllm:kv_cache_usage_perc"
 	MetricKVLegacy    = "vllm:gpu_cache_usage_perc"
 	MetricPreemptions = "vllm:num_preemptions_total"
-	// MetricStepTokens is a histogram of the tokens each engine step
-	// computes; its _count is the number of steps, its _sum their tokens.
-	MetricStepTokens = "vllm:iteration_tokens_total"
 )
 
 // Snapshot is one scrape of the engine's metrics. Gauges and counters are
@@ -40,10 +37,6 @@ type Snapshot struct {
 	HasKV          bool
 	Preemptions    float64
 	HasPreemptions bool
-	// Steps and StepTokens are the engine's step counter and the tokens
-	// those steps computed (MetricStepTokens' _count and _sum), optional.
-	Steps, StepTokens float64
-	HasSteps          bool
 	// Ours is how many of the worker's own requests were at the engine
 	// when the scrape began (set by the gate, not by Parse).
 	Ours float64
@@ -51,7 +44,7 @@ type Snapshot struct {
 
 // Parse reads Prometheus text exposition. Lines may carry any labels or
 // none. It fails when the required running/waiting gauges are absent;
-// KV usage (either name), preemptions and step counts are optional.
+// KV usage (either name) and preemptions are optional.
 func Parse(r io.Reader, at time.Time) (Snapshot, error) {
 	s := Snapshot{At: at}
 	var hasRunning, hasWaiting bool
@@ -79,11 +72,6 @@ func Parse(r io.Reader, at time.Time) (Snapshot, error) {
 		case MetricPreemptions:
 			s.Preemptions += value
 			s.HasPreemptions = true
-		case MetricStepTokens + "_count":
-			s.Steps += value
-			s.HasSteps = true
-		case MetricStepTokens + "_sum":
-			s.StepTokens += value
 		}
 	}
 	if err := sc.Err(); err != nil {

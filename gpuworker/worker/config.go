@@ -31,7 +31,6 @@ type Config struct {
 	GateReserve       int           `env:"LULL_GATE_RESERVE" default:"0" doc:"metrics gate: sequences always kept free for other (interactive) traffic; the gate keeps at least the recent peak of that traffic free"`
 	GateReserveWindow time.Duration `env:"LULL_GATE_RESERVE_WINDOW" doc:"metrics gate: how long the peak of other traffic is remembered (longer than an async request runs); default 30s, or the latest scrape alone with LULL_GATE_ENGINE_PREEMPTS"`
 	GatePreempts      bool          `env:"LULL_GATE_ENGINE_PREEMPTS" default:"false" doc:"metrics gate: the engine preempts running requests for waiting ones of better priority (vLLM V0, or V1 with the fix for vllm#40004), so the gate fills around current interactive load and ignores preemptions"`
-	GateMaxSlowdown   float64       `env:"LULL_GATE_MAX_SLOWDOWN" default:"0.1" doc:"metrics gate: while other traffic is about (within 30s), async sequences may lengthen the engine's steps by at most this fraction (learned from vllm:iteration_tokens_total); 0 turns the bound off"`
 	GateKVHigh        float64       `env:"LULL_GATE_KV_HIGH" default:"0.9" doc:"metrics gate: KV-cache usage that closes the gate"`
 	GateInterval      time.Duration `env:"LULL_GATE_INTERVAL" default:"200ms" doc:"metrics gate: scrape period"`
 	IMDSURL           string        `env:"LULL_IMDS_URL" doc:"EC2 metadata service to watch for spot interruptions and scale-in (http://169.254.169.254 on EC2); empty disables"`

@@ -3,7 +3,6 @@ package worker
 import (
 	"fmt"
 	"net/http"
-	"time"
 )
 
 // MetricsHandler serves the worker's counters in Prometheus text format.
@@ -35,16 +34,6 @@ func (w *Worker) MetricsHandler() http.Handler {
 			fmt.Fprintf(rw, "# HELP lull_worker_gate_open Whether the load gate lets the worker take work.\n# TYPE lull_worker_gate_open gauge\nlull_worker_gate_open{model=%q,reason=%q} %d\n", w.cfg.Model, d.Reason, open)
 			fmt.Fprintf(rw, "# HELP lull_worker_gate_budget Requests the gate would admit now.\n# TYPE lull_worker_gate_budget gauge\nlull_worker_gate_budget{model=%q} %d\n", w.cfg.Model, d.Budget)
 			fmt.Fprintf(rw, "# HELP lull_worker_gate_reserve Engine sequences the gate keeps free for other traffic.\n# TYPE lull_worker_gate_reserve gauge\nlull_worker_gate_reserve{model=%q} %d\n", w.cfg.Model, d.Reserve)
-			fmt.Fprintf(rw, "# HELP lull_worker_gate_slowdown_limit Sequences of the worker's own the slowdown bound allows at the engine now (-1: the bound does not apply).\n# TYPE lull_worker_gate_slowdown_limit gauge\nlull_worker_gate_slowdown_limit{model=%q} %d\n", w.cfg.Model, d.Limit)
-			if st, ok := g.StepTimes(); ok {
-				fmt.Fprintf(rw, "# HELP lull_worker_engine_step_seconds The engine's step time as the gate learned it: fixed part, and what one running sequence (own or other) or one prefilled token adds.\n# TYPE lull_worker_engine_step_seconds gauge\n")
-				for _, part := range []struct {
-					name string
-					d    time.Duration
-				}{{"base", st.Base}, {"per_own_sequence", st.PerOwn}, {"per_other_sequence", st.PerOther}, {"per_prefill_token", st.PerPrefillToken}} {
-					fmt.Fprintf(rw, "lull_worker_engine_step_seconds{model=%q,part=%q} %g\n", w.cfg.Model, part.name, part.d.Seconds())
-				}
-			}
 			fmt.Fprintf(rw, "# HELP lull_worker_engine_scrape_age_seconds Age of the latest good engine scrape.\n# TYPE lull_worker_engine_scrape_age_seconds gauge\nlull_worker_engine_scrape_age_seconds{model=%q} %g\n", w.cfg.Model, g.Age().Seconds())
 		}
 	})

@@ -105,8 +105,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{}), started: make(chan struct{}, 1)}
 	if deps.Gate == nil && cfg.Gate != "fixed" {
 		p := gate.Policy{TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval,
-			Reserve: cfg.GateReserve, ReserveWindow: cfg.GateReserveWindow, EnginePreempts: cfg.GatePreempts,
-			MaxSlowdown: cfg.GateMaxSlowdown}
+			Reserve: cfg.GateReserve, ReserveWindow: cfg.GateReserveWindow, EnginePreempts: cfg.GatePreempts}
 		c := gate.Counters{
 			Pending:  func() int { return int(w.stats.Unstarted.Load()) },
 			AtEngine: func() int { return int(w.stats.AtEngine.Load()) },
@@ -127,9 +126,6 @@ func (w *Worker) ID() string { return w.id }
 
 // Stats returns the worker's live counters.
 func (w *Worker) Stats() *Stats { return &w.stats }
-
-// Gate returns the worker's load gate, nil with LULL_GATE=fixed.
-func (w *Worker) Gate() *gate.Gate { return w.deps.Gate }
 
 // Run receives and runs jobs until ctx is cancelled, then drains: it stops
 // receiving, lets running generations finish for up to DrainTimeout, and
@@ -306,7 +302,7 @@ func (w *Worker) logGate(ctx context.Context) {
 			state = "open"
 		}
 		if state != last {
-			w.deps.Logger.InfoContext(ctx, "load gate "+state, "budget", d.Budget, "reserve", d.Reserve, "slowdown_limit", d.Limit)
+			w.deps.Logger.InfoContext(ctx, "load gate "+state, "budget", d.Budget, "reserve", d.Reserve)
 			last = state
 		}
 	}

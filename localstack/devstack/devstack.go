@@ -287,7 +287,7 @@ func (s *Stack) WorkerConfig() worker.Config {
 		Model: s.cfg.Model, QueueURL: s.QueueURL, EventsQueueURL: s.EventsURL, Table: s.Table, Bucket: s.Bucket,
 		VLLMURL: s.EngineURL, Concurrency: s.cfg.WorkerConcurrency, Visibility: s.cfg.Visibility,
 		RequestTimeout: 10 * time.Minute, EngineRetries: 3, DrainTimeout: 30 * time.Second,
-		Gate: cmp.Or(s.cfg.Gate, "fixed"), GateTarget: 64, GateKVHigh: 0.9, GateInterval: 200 * time.Millisecond, GateMaxSlowdown: 0.1,
+		Gate: cmp.Or(s.cfg.Gate, "fixed"), GateTarget: 64, GateKVHigh: 0.9, GateInterval: 200 * time.Millisecond,
 	}
 }
 

@@ -1,27 +1,33 @@
 // Command lull-gatebench compares ways for a GPU worker to decide when to
 // take async work (`make bench-gate`). One simulated vLLM engine (priority
-// scheduling on) serves a bursty interactive trace sent straight to it and a
-// deep async backlog in SQS consumed by one lull worker under each policy:
+// scheduling and prefix caching on) serves a bursty interactive trace sent
+// straight to it and a deep async backlog in SQS consumed by one lull
+// worker under each policy:
 //
-//	fixed        a fixed number of concurrent requests (SageMaker's
-//	             MaxConcurrentInvocationsPerInstance style), no priority
-//	queue-depth  budget = 1 − waiting/max-concurrency, no priority
-//	lull         lull's headroom gate (nothing waiting, KV below the
-//	             watermark, no fresh preemptions, room kept for the recent
-//	             peak of interactive traffic), async at low priority
+//	fixed           a fixed number of concurrent requests (SageMaker's
+//	                MaxConcurrentInvocationsPerInstance style), no priority
+//	fixed-priority  the same with async work at low priority (preempting
+//	                engine only: there it is the simplest alternative)
+//	queue-depth     budget = 1 − waiting/max-concurrency, no priority
+//	lull            lull's headroom gate, async at low priority
 //
-// The engine behaves as vLLM's V1 engine does under --scheduling-policy
-// priority: a waiting interactive request goes ahead of waiting async ones
-// but never preempts a running one, so it finds a slot only if one is free.
-// The interactive trace (fixed seed) starts with the async consumer and both
-// run for a warm-up longer than an async request lasts before measuring, so
-// every policy is measured in its steady state on the same trace.
+// It measures two engine behaviours: "preempting", where a waiting request
+// of better priority takes a running one's slot (vLLM V0, and V1 with the
+// fix for vllm-project/vllm#40004, as the issue's simulator asks for), and
+// "v1", vLLM V1 today, where a waiting request never preempts a running
+// one. The engine and the interactive trace run in a child process of their
+// own (see engine.go). The trace (fixed seed) starts with the async
+// consumer and both run for a warm-up longer than an async request lasts
+// before measuring, so every policy is measured in its steady state on the
+// same trace; the interactive-only baseline runs first and last.
 //
 // It prints, per policy and load: engine token throughput as a share of the
 // measured saturation throughput, async tokens/s, interactive TTFT p50/p99
-// and inflation over the interactive-only baseline, the share of the idle
-// capacity async work filled, messages hoarded (received, not yet sent to
-// the engine), and preemptions. All durations are simulated time.
+// and inflation over the baseline, the share of the idle capacity async work
+// filled, messages hoarded (received, not yet sent to the engine),
+// preemptions, the mean number of async requests at the engine, and the
+// interactive tokens served. All durations are simulated time. A second
+// part runs four workers on engines of different speeds on one queue.
 package main
 
 import (
@@ -57,7 +63,6 @@ var (
 	maxSeqs    = flag.Int("max-num-seqs", 32, "engine's max running sequences")
 	engines    = flag.String("engines", "preempting,v1", "engine behaviours to measure, in order: preempting (a better-priority waiting request takes a running one's slot: vLLM V0, V1 with the fix for vllm-project/vllm#40004) and v1 (vLLM V1 today)")
 	reserveWin = flag.Duration("reserve-window", 0, "lull gate: LULL_GATE_RESERVE_WINDOW (0: the worker's default)")
-	slowdown   = flag.Float64("max-slowdown", 0.1, "lull gate: LULL_GATE_MAX_SLOWDOWN")
 	only       = flag.String("policies", "", "comma-separated policies to run (default all)")
 	fair       = flag.Bool("fairness", true, "run the four-worker check")
 )
@@ -102,7 +107,7 @@ var policies = []policy{
 // fixedPriority is the fixed consumer with async work sent at low priority:
 // on an engine that preempts for priority it is the simplest alternative
 // to a gate, so the preempting engine's table shows it too.
-var fixedPriority = policy{"fixed, priority", "fixed", 10}
+var fixedPriority = policy{"fixed-priority", "fixed", 10}
 
 type outcome struct {
 	policy, load    string
@@ -112,8 +117,6 @@ type outcome struct {
 	hoarded         int64
 	preemptions     int64
 	asyncSeqs       float64 // mean async requests at the engine
-	limit           float64 // mean slowdown limit while it applied
-	model           string  // the gate's step model at the end
 	interactiveTokS float64
 }
 
@@ -143,17 +146,18 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("engine: max-num-seqs %d, priority scheduling, prefix caching; saturation %.0f tokens/s (simulated time); lull gate target %d, max slowdown %.0f%%\n",
-		*maxSeqs, satur, *gateTarget, 100**slowdown)
+	fmt.Printf("engine: max-num-seqs %d, priority scheduling, prefix caching; saturation %.0f tokens/s (simulated time); lull gate target %d\n",
+		*maxSeqs, satur, *gateTarget)
 	// The interactive trace alone never preempts (its requests share one
-	// priority), so one baseline serves every engine behaviour.
+	// priority), so one baseline serves every engine behaviour. It is
+	// measured at the start and again at the end; inflation is over their
+	// mean, and their difference shows how noisy a p99 of this trace is.
 	base, err := scenario(policy{name: "interactive only"}, modes[0], true, quiet)
 	if err != nil {
 		return err
 	}
+	var tables [][]outcome
 	idle := satur - base.interactiveTokS
-	fmt.Printf("interactive trace alone: TTFT p50 %s, p99 %s; it leaves %.0f tokens/s idle (%.0f%% of saturation)\n",
-		base.ttft50.Round(time.Millisecond), base.ttft99.Round(time.Millisecond), idle, 100*idle/satur)
 	for i, m := range modes {
 		results := []outcome{base}
 		loads := []bool{true}
@@ -176,8 +180,20 @@ func run() error {
 				results = append(results, o)
 			}
 		}
+		tables = append(tables, results)
+	}
+	again, err := scenario(policy{name: "interactive only"}, modes[0], true, quiet)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("interactive trace alone: TTFT p50 %s / %s, p99 %s / %s (first / last run); it leaves %.0f tokens/s idle (%.0f%% of saturation)\n",
+		base.ttft50.Round(time.Millisecond), again.ttft50.Round(time.Millisecond), base.ttft99.Round(time.Millisecond),
+		again.ttft99.Round(time.Millisecond), idle, 100*idle/satur)
+	base.ttft50, base.ttft99 = (base.ttft50+again.ttft50)/2, (base.ttft99+again.ttft99)/2
+	for i, m := range modes {
+		tables[i][0] = base
 		fmt.Printf("\n%s\n", m.title)
-		printTable(results, base, satur, idle)
+		printTable(tables[i], base, satur, idle)
 	}
 	if !*fair {
 		return nil
@@ -186,10 +202,17 @@ func run() error {
 }
 
 func printTable(results []outcome, base outcome, satur, idle float64) {
-	fmt.Printf("%-17s %-12s %9s %10s %10s %10s %10s %10s %8s %8s %11s\n", "policy", "load", "engine%", "async t/s", "TTFT p50", "TTFT p99", "p99 infl.", "idle fill", "hoarded", "preempt", "async seqs")
+	fmt.Printf("%-17s %-12s %9s %10s %10s %10s %10s %10s %8s %8s %11s %10s\n", "policy", "load", "engine%", "async t/s", "TTFT p50", "TTFT p99", "p99 infl.", "idle fill", "hoarded", "preempt", "async seqs", "int. tok/s")
 	for _, o := range results {
 		infl, fill := "-", "-"
 		p50, p99 := "-", "-"
+		async, itok := fmt.Sprintf("%.0f", o.asyncTokS), "-"
+		if o.policy == base.policy {
+			async = "-"
+		}
+		if o.load == "mixed" {
+			itok = fmt.Sprintf("%.0f", o.interactiveTokS)
+		}
 		if o.load == "mixed" && o.policy != base.policy {
 			fill = fmt.Sprintf("%.0f%%", 100*o.asyncTokS/idle)
 			infl = "starved"
@@ -200,12 +223,7 @@ func printTable(results []outcome, base outcome, satur, idle float64) {
 				infl = fmt.Sprintf("%+.1f%%", 100*(float64(o.ttft99)/float64(base.ttft99)-1))
 			}
 		}
-		fmt.Printf("%-17s %-12s %8.0f%% %10.0f %10s %10s %10s %10s %8d %8d %11.1f\n", o.policy, o.load, 100*o.engineTokS/satur, o.asyncTokS, p50, p99, infl, fill, o.hoarded, o.preemptions, o.asyncSeqs)
-	}
-	for _, o := range results {
-		if o.model != "" {
-			fmt.Printf("  %s, %s: gate learned %s; slowdown limit %.1f sequences on average while it applied\n", o.policy, o.load, o.model, o.limit)
-		}
+		fmt.Printf("%-17s %-12s %8.0f%% %10s %10s %10s %10s %10s %8d %8d %11.1f %10s\n", o.policy, o.load, 100*o.engineTokS/satur, async, p50, p99, infl, fill, o.hoarded, o.preemptions, o.asyncSeqs, itok)
 	}
 }
 
@@ -364,7 +382,6 @@ func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL st
 		c.GateInterval = 50 * time.Millisecond
 		c.GateReserveWindow = *reserveWin
 		c.GatePreempts = preempts
-		c.GateMaxSlowdown = *slowdown
 		switch p.gate {
 		case "fixed":
 			c.Gate, c.Concurrency = "fixed", 2*target
@@ -376,11 +393,18 @@ func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL st
 	})
 }
 
-func scenario(p policy, m engineMode, withInteractive bool, log *slog.Logger) (outcome, error) {
-	o := outcome{policy: p.name, load: "async only"}
+func scenario(p policy, m engineMode, withInteractive bool, log *slog.Logger) (o outcome, err error) {
+	o = outcome{policy: p.name, load: "async only"}
 	if withInteractive {
 		o.load = "mixed"
 	}
+	began := time.Now()
+	defer func() {
+		if err == nil { // progress: the tables come at the end
+			fmt.Fprintf(os.Stderr, "  %s engine, %s, %s: %.0f async tokens/s, interactive TTFT p99 %s (took %s)\n", m.name, p.name, o.load,
+				o.asyncTokS, o.ttft99.Round(time.Millisecond), time.Since(began).Round(time.Second))
+		}
+	}()
 	measure := *runFor
 	if !withInteractive {
 		measure /= 4
@@ -420,7 +444,7 @@ func scenario(p policy, m engineMode, withInteractive bool, log *slog.Logger) (o
 		return o, err
 	}
 	time.Sleep(time.Until(measureFrom))
-	samples, limited := 0, 0
+	samples := 0
 	var res engineResult
 wait:
 	for {
@@ -436,26 +460,11 @@ wait:
 		if w != nil {
 			o.hoarded = max(o.hoarded, w.Stats().Unstarted.Load())
 			o.asyncSeqs += float64(w.Stats().AtEngine.Load())
-			if g := w.Gate(); g != nil {
-				if l := g.Decide().Limit; l >= 0 {
-					o.limit += float64(l)
-					limited++
-				}
-			}
 			samples++
 		}
 	}
 	if samples > 0 {
 		o.asyncSeqs /= float64(samples)
-	}
-	if limited > 0 {
-		o.limit /= float64(limited)
-	}
-	if w != nil && w.Gate() != nil {
-		if st, ok := w.Gate().StepTimes(); ok {
-			o.model = fmt.Sprintf("step %.2f ms + %.1f µs per async sequence + %.1f µs per other sequence + %.1f µs per prefill token",
-				float64(st.Base)/1e6, float64(st.PerOwn)/1e3, float64(st.PerOther)/1e3, float64(st.PerPrefillToken)/1e3)
-		}
 	}
 	o.engineTokS, o.interactiveTokS, o.preemptions = res.EngineTokS, res.InteractiveTokS, res.Preemptions
 	o.asyncTokS = max(0, o.engineTokS-o.interactiveTokS)
