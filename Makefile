@@ -40,7 +40,7 @@ bench: ## Benchmarks as tables: accept latency/throughput, end-to-end, webhooks;
 	bash localstack/scripts/emulators.sh run -- bin/lull-bench -only batch
 
 .PHONY: bench-gate
-bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on one simulated engine, as a table (~2.5 min)
+bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on one simulated engine, two engine behaviours, as tables (~9 min)
 	$(GO) run ./localstack/cmd/lull-gatebench
 
 .PHONY: lint
