@@ -32,6 +32,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -64,6 +65,7 @@ var (
 	engines    = flag.String("engines", "preempting,v1", "engine behaviours to measure, in order: preempting (a better-priority waiting request takes a running one's slot: vLLM V0, V1 with the fix for vllm-project/vllm#40004) and v1 (vLLM V1 today)")
 	reserveWin = flag.Duration("reserve-window", 0, "lull gate: LULL_GATE_RESERVE_WINDOW (0: the worker's default)")
 	only       = flag.String("policies", "", "comma-separated policies to run (default all)")
+	fixedConc  = flag.Int("fixed-concurrency", 0, "fixed policies: requests in flight (0: twice max-num-seqs)")
 	fair       = flag.Bool("fairness", true, "run the four-worker check")
 )
 
@@ -384,7 +386,7 @@ func startWorker(ctx context.Context, st *devstack.Stack, p policy, engineURL st
 		c.GatePreempts = preempts
 		switch p.gate {
 		case "fixed":
-			c.Gate, c.Concurrency = "fixed", 2*target
+			c.Gate, c.Concurrency = "fixed", cmp.Or(*fixedConc, 2*target)
 		case "metrics":
 			c.Gate, c.Concurrency = "metrics", 4*target
 		case "queue-depth":
