@@ -343,10 +343,8 @@ func (e *engine) scheduleLocked() (time.Duration, bool) {
 		if s.state != stateRunning {
 			break // s was the last one and preempted itself
 		}
-		s.blocks += max(need, 0)
-		e.usedBlocks += max(need, 0)
+		e.allocLocked(s, max(need, 0))
 	}
-	e.evictLocked()
 	prefill, admitted := 0, 0
 	if !preempted {
 		for len(e.waiting) > 0 {
@@ -370,10 +368,8 @@ func (e *engine) scheduleLocked() (time.Duration, bool) {
 			// Cached blocks are reused; vLLM recomputes at least the last token.
 			hit := min(s.cached*cfg.BlockSize, tokens-1)
 			e.uncacheLocked(s)
-			s.blocks = e.blocksFor(tokens + 1)
+			e.allocLocked(s, e.blocksFor(tokens+1))
 			s.state = stateRunning
-			e.usedBlocks += s.blocks
-			e.evictLocked()
 			e.running = insertSorted(e.running, s, e.before)
 			prefill += tokens - hit
 			admitted++
@@ -422,6 +418,14 @@ func (e *engine) uncacheLocked(s *seq) {
 	e.cachedBlocks -= s.cached
 	s.cached = 0
 	e.evictable = slices.DeleteFunc(e.evictable, func(x *seq) bool { return x == s })
+}
+
+// allocLocked gives s n more KV blocks, evicting cached ones as the free
+// blocks they sit in are taken.
+func (e *engine) allocLocked(s *seq, n int) {
+	s.blocks += n
+	e.usedBlocks += n
+	e.evictLocked()
 }
 
 // evictLocked evicts cached blocks, least recently freed first and from the

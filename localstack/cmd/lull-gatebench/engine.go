@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -44,12 +45,8 @@ type engineResult struct {
 type engineProcess struct {
 	url   string
 	cmd   *exec.Cmd
-	stdin interface {
-		Write([]byte) (int, error)
-		Close() error
-	}
-	out     *bufio.Scanner
-	waitErr error
+	stdin io.WriteCloser
+	out   *bufio.Scanner
 }
 
 // startEngine starts the engine process and waits for its URL.
@@ -117,10 +114,10 @@ func (e *engineProcess) close() {
 	done := make(chan error, 1)
 	go func() { done <- e.cmd.Wait() }()
 	select {
-	case e.waitErr = <-done:
+	case <-done:
 	case <-time.After(10 * time.Second):
 		_ = e.cmd.Process.Kill()
-		e.waitErr = <-done
+		<-done
 	}
 }
 

@@ -168,8 +168,8 @@ func run() error {
 		}
 		for _, load := range loads {
 			ps := policies
-			if m.preempts && load {
-				ps = append(slices.Clone(policies[:1]), append([]policy{fixedPriority}, policies[1:]...)...)
+			if m.preempts && load { // right after fixed
+				ps = slices.Insert(slices.Clone(policies), 1, fixedPriority)
 			}
 			for _, p := range ps {
 				if *only != "" && !slices.Contains(strings.Split(*only, ","), p.name) {
