@@ -1,0 +1,201 @@
+package memory
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+func webhookCopy(w *lull.Webhook) *lull.Webhook {
+	c := *w
+	c.Events = slices.Clone(w.Events)
+	if len(c.Events) == 0 {
+		c.Events = nil
+	}
+	c.PrevSecretUntil, c.CreatedAt = ms(w.PrevSecretUntil), ms(w.CreatedAt)
+	return &c
+}
+
+func webhookNotFound(id string) error {
+	return lull.Errorf(lull.ENOTFOUND, "No webhook found with id '%s'.", id)
+}
+
+// CreateWebhook implements lull.Webhooks.
+func (s *Store) CreateWebhook(_ context.Context, w *lull.Webhook) error {
+	if err := s.begin("CreateWebhook", w.ID); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if _, ok := s.hooks[w.ID]; ok {
+		return lull.Errorf(lull.ECONFLICT, "webhook %s already exists", w.ID)
+	}
+	s.hooks[w.ID] = webhookCopy(w)
+	return nil
+}
+
+// GetWebhook implements lull.Webhooks.
+func (s *Store) GetWebhook(_ context.Context, id string) (*lull.Webhook, error) {
+	if err := s.begin("GetWebhook", id); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	w, ok := s.hooks[id]
+	if !ok {
+		return nil, webhookNotFound(id)
+	}
+	return webhookCopy(w), nil
+}
+
+// ListWebhooks implements lull.Webhooks.
+func (s *Store) ListWebhooks(_ context.Context, tenant string) ([]*lull.Webhook, error) {
+	if err := s.begin("ListWebhooks", tenant); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var out []*lull.Webhook
+	for _, w := range s.hooks {
+		if w.Tenant == tenant {
+			out = append(out, webhookCopy(w))
+		}
+	}
+	slices.SortFunc(out, func(a, b *lull.Webhook) int {
+		return cmp.Or(cmp.Compare(unixMS(a.CreatedAt), unixMS(b.CreatedAt)), cmp.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// UpdateWebhook implements lull.Webhooks.
+func (s *Store) UpdateWebhook(_ context.Context, w *lull.Webhook) error {
+	if err := s.begin("UpdateWebhook", w.ID); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if _, ok := s.hooks[w.ID]; !ok {
+		return webhookNotFound(w.ID)
+	}
+	s.hooks[w.ID] = webhookCopy(w)
+	return nil
+}
+
+// DeleteWebhook implements lull.Webhooks. The endpoint's deliveries stay
+// until they expire, as in DynamoDB.
+func (s *Store) DeleteWebhook(_ context.Context, id string) error {
+	if err := s.begin("DeleteWebhook", id); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if _, ok := s.hooks[id]; !ok {
+		return webhookNotFound(id)
+	}
+	delete(s.hooks, id)
+	return nil
+}
+
+// deliveryCopy copies a delivery's state; attempts are stored apart.
+func deliveryCopy(d *lull.Delivery) *lull.Delivery {
+	c := *d
+	c.Attempts = nil
+	c.CreatedAt, c.UpdatedAt, c.NextAttemptAt = ms(d.CreatedAt), ms(d.UpdatedAt), ms(d.NextAttemptAt)
+	return &c
+}
+
+// CreateDelivery implements lull.Webhooks.
+func (s *Store) CreateDelivery(_ context.Context, d *lull.Delivery) (bool, error) {
+	if err := s.begin("CreateDelivery", d.ID); err != nil {
+		return false, err
+	}
+	defer s.mu.Unlock()
+	k := dlvKey{d.WebhookID, d.ID}
+	if _, ok := s.dlvs[k]; ok {
+		return false, nil
+	}
+	s.dlvs[k] = deliveryCopy(d)
+	return true, nil
+}
+
+// SaveDelivery implements lull.Webhooks: a pending d does not replace a
+// finished delivery (and that is not an error).
+func (s *Store) SaveDelivery(_ context.Context, d *lull.Delivery) error {
+	if err := s.begin("SaveDelivery", d.ID); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	k := dlvKey{d.WebhookID, d.ID}
+	if prior, ok := s.dlvs[k]; ok && d.Status == lull.DeliveryPending && prior.Status != lull.DeliveryPending {
+		return nil
+	}
+	s.dlvs[k] = deliveryCopy(d)
+	return nil
+}
+
+// ReopenDelivery implements lull.Webhooks.
+func (s *Store) ReopenDelivery(_ context.Context, d *lull.Delivery) error {
+	if err := s.begin("ReopenDelivery", d.ID); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	s.dlvs[dlvKey{d.WebhookID, d.ID}] = deliveryCopy(d)
+	return nil
+}
+
+// AddAttempt implements lull.Webhooks. An attempt with the number of one
+// recorded before replaces it.
+func (s *Store) AddAttempt(_ context.Context, webhookID, deliveryID string, a lull.Attempt) error {
+	if err := s.begin("AddAttempt", deliveryID); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	k := dlvKey{webhookID, deliveryID}
+	if s.tries[k] == nil {
+		s.tries[k] = map[int]lull.Attempt{}
+	}
+	a.At, a.Latency = ms(a.At), a.Latency.Truncate(time.Millisecond)
+	s.tries[k][a.N] = a
+	return nil
+}
+
+// withAttempts returns a copy of the stored delivery with its attempts, in
+// order.
+func (s *Store) withAttempts(k dlvKey) *lull.Delivery {
+	d := deliveryCopy(s.dlvs[k])
+	for _, a := range s.tries[k] {
+		d.Attempts = append(d.Attempts, a)
+	}
+	slices.SortFunc(d.Attempts, func(a, b lull.Attempt) int { return cmp.Compare(a.N, b.N) })
+	return d
+}
+
+// GetDelivery implements lull.Webhooks.
+func (s *Store) GetDelivery(_ context.Context, webhookID, deliveryID string) (*lull.Delivery, error) {
+	if err := s.begin("GetDelivery", deliveryID); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	k := dlvKey{webhookID, deliveryID}
+	if _, ok := s.dlvs[k]; !ok {
+		return nil, lull.Errorf(lull.ENOTFOUND, "No delivery found with id '%s'.", deliveryID)
+	}
+	return s.withAttempts(k), nil
+}
+
+// ListDeliveries implements lull.Webhooks.
+func (s *Store) ListDeliveries(_ context.Context, webhookID string, limit int) ([]*lull.Delivery, error) {
+	if err := s.begin("ListDeliveries", webhookID); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var out []*lull.Delivery
+	for k := range s.dlvs {
+		if k.webhook == webhookID {
+			out = append(out, s.withAttempts(k))
+		}
+	}
+	slices.SortFunc(out, func(a, b *lull.Delivery) int { return newestFirst(a.CreatedAt, a.ID, b.CreatedAt, b.ID) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
