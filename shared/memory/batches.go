@@ -57,7 +57,7 @@ func (s *Store) CreateFile(_ context.Context, f *lull.File) error {
 	if err := s.begin("CreateFile", f.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.files[f.ID]; ok {
 		return lull.Errorf(lull.ECONFLICT, "file %s already exists", f.ID)
 	}
@@ -113,7 +113,7 @@ func (s *Store) DeleteFile(_ context.Context, id string) error {
 	if err := s.begin("DeleteFile", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.files[id]; !ok {
 		return lull.Errorf(lull.ENOTFOUND, "No such File object: %s", id)
 	}
@@ -126,7 +126,7 @@ func (s *Store) CreateUpload(_ context.Context, u *lull.Upload) error {
 	if err := s.begin("CreateUpload", u.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.uploads[u.ID]; ok {
 		return lull.Errorf(lull.ECONFLICT, "upload %s already exists", u.ID)
 	}
@@ -170,7 +170,7 @@ func (s *Store) AddUploadPart(_ context.Context, uploadID string, p lull.UploadP
 	if err := s.begin("AddUploadPart", uploadID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	u, err := s.pendingUpload(uploadID)
 	if err != nil {
 		return err
@@ -188,7 +188,7 @@ func (s *Store) FinishUpload(_ context.Context, id string, status lull.UploadSta
 	if err := s.begin("FinishUpload", id); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	u, err := s.pendingUpload(id)
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (s *Store) CreateBatch(_ context.Context, b *lull.Batch) error {
 	if err := s.begin("CreateBatch", b.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.batches[b.ID]; ok {
 		return lull.Errorf(lull.ECONFLICT, "batch %s already exists", b.ID)
 	}
@@ -218,7 +218,7 @@ func (s *Store) CreateBatchOnce(_ context.Context, b *lull.Batch, idemKey, finge
 	if err := s.begin("CreateBatchOnce", b.ID); err != nil {
 		return nil, false, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	k := b.Tenant + "#batch#" + idemKey
 	if prior, ok := s.idem[k]; ok {
 		if prior.fingerprint != fingerprint {
@@ -315,7 +315,7 @@ func (s *Store) UpdateBatch(_ context.Context, id string, from []lull.BatchStatu
 	if err := s.begin("UpdateBatch", id); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.batches[id]
 	if !ok {
 		return nil, batchNotFound(id)
@@ -351,7 +351,7 @@ func (s *Store) ClaimSplit(_ context.Context, id, owner string, now, until time.
 	if err := s.begin("ClaimSplit", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.batches[id]
 	if !ok {
 		return batchNotFound(id)
@@ -369,7 +369,7 @@ func (s *Store) SetSplitProgress(_ context.Context, id string, created int, done
 	if err := s.begin("SetSplitProgress", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.batches[id]
 	if !ok {
 		return batchNotFound(id)
@@ -389,7 +389,7 @@ func (s *Store) CountLine(_ context.Context, gen *lull.Generation) (*lull.Batch,
 	if err := s.begin("CountLine", gen.ID); err != nil {
 		return nil, false, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	bi, ok := s.batches[gen.BatchID]
 	line, lineOK := s.gens[gen.ID]
 	if !lineOK || line.counted || !line.g.Status.Terminal() {
@@ -419,7 +419,7 @@ func (s *Store) CreateLines(_ context.Context, lines []*lull.Generation) error {
 	if err := s.begin("CreateLines", lines[0].BatchID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	for _, g := range lines {
 		if g.BatchID == "" {
 			return fmt.Errorf("memory: create lines: generation %s has no batch", g.ID)

@@ -29,6 +29,8 @@ type Store struct {
 	files   map[string]*lull.File
 	uploads map[string]*lull.Upload
 	batches map[string]*batchItem
+
+	changed chan struct{} // closed and replaced after every call
 }
 
 var (
@@ -60,6 +62,7 @@ func NewStore() *Store {
 		gens: map[string]*genItem{}, idem: map[string]idemItem{}, keys: map[string]string{},
 		hooks: map[string]*lull.Webhook{}, dlvs: map[dlvKey]*lull.Delivery{}, tries: map[dlvKey]map[int]lull.Attempt{},
 		files: map[string]*lull.File{}, uploads: map[string]*lull.Upload{}, batches: map[string]*batchItem{},
+		changed: make(chan struct{}),
 	}
 }
 
@@ -84,6 +87,36 @@ func (s *Store) begin(op, key string) error {
 	}
 	s.mu.Lock()
 	return nil
+}
+
+// end wakes WaitFor callers and unlocks the store; every call that may
+// change the store ends with it (reads unlock without waking anyone, so a
+// WaitFor condition may read the store).
+func (s *Store) end() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// WaitFor blocks until cond reports true: it is called at once and again
+// after every call that may change the store (reads do not wake it, so
+// cond may read the store). It returns ctx's error if ctx ends first.
+// Tests use it to wait for an outcome (a lease renewed, a status reached)
+// without sleeping.
+func (s *Store) WaitFor(ctx context.Context, cond func() bool) error {
+	for {
+		s.mu.Lock()
+		changed := s.changed
+		s.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("memory: waiting on the store: %w", ctx.Err())
+		case <-changed:
+		}
+	}
 }
 
 // ms keeps a time to the millisecond in UTC, as the DynamoDB store does
@@ -133,7 +166,7 @@ func (s *Store) Create(_ context.Context, g *lull.Generation, fingerprint string
 	if err := s.begin("Create", g.ID); err != nil {
 		return nil, false, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if g.IdempotencyKey != "" {
 		k := g.Tenant + "#" + g.IdempotencyKey
 		if prior, ok := s.idem[k]; ok {
@@ -234,7 +267,7 @@ func (s *Store) MarkEnqueued(_ context.Context, id string) error {
 	if err := s.begin("MarkEnqueued", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.gens[id]
 	if !ok {
 		return genNotFound(id)
@@ -290,7 +323,7 @@ func (s *Store) Start(_ context.Context, id, owner string, now, leaseUntil time.
 	if err := s.begin("Start", id); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.gens[id]
 	if !ok {
 		return nil, lull.Errorf(lull.ECONFLICT, "generation %s cannot start now", id)
@@ -313,7 +346,7 @@ func (s *Store) Renew(_ context.Context, id, owner string, leaseUntil time.Time)
 	if err := s.begin("Renew", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.gens[id]
 	if !ok || it.g.Status != lull.StatusInProgress || it.g.LeaseOwner != owner {
 		return lull.Errorf(lull.ECONFLICT, "lease on generation %s lost", id)
@@ -331,7 +364,7 @@ func (s *Store) Finish(_ context.Context, id string, to lull.Status, o lull.Outc
 	if err := s.begin("Finish", id); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.gens[id]
 	if !ok || !slices.Contains(from, it.g.Status) {
 		return nil, lull.Errorf(lull.ECONFLICT, "generation %s cannot become %s from its current status", id, to)
@@ -359,7 +392,7 @@ func (s *Store) NoteError(_ context.Context, id, msg string) error {
 	if err := s.begin("NoteError", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	it, ok := s.gens[id]
 	if !ok {
 		return genNotFound(id)
@@ -389,7 +422,7 @@ func (s *Store) PutKey(_ context.Context, keyHash, tenant string) error {
 	if err := s.begin("PutKey", keyHash); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	s.keys[keyHash] = tenant
 	return nil
 }

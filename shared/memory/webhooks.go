@@ -28,7 +28,7 @@ func (s *Store) CreateWebhook(_ context.Context, w *lull.Webhook) error {
 	if err := s.begin("CreateWebhook", w.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.hooks[w.ID]; ok {
 		return lull.Errorf(lull.ECONFLICT, "webhook %s already exists", w.ID)
 	}
@@ -72,7 +72,7 @@ func (s *Store) UpdateWebhook(_ context.Context, w *lull.Webhook) error {
 	if err := s.begin("UpdateWebhook", w.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.hooks[w.ID]; !ok {
 		return webhookNotFound(w.ID)
 	}
@@ -86,7 +86,7 @@ func (s *Store) DeleteWebhook(_ context.Context, id string) error {
 	if err := s.begin("DeleteWebhook", id); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	if _, ok := s.hooks[id]; !ok {
 		return webhookNotFound(id)
 	}
@@ -107,7 +107,7 @@ func (s *Store) CreateDelivery(_ context.Context, d *lull.Delivery) (bool, error
 	if err := s.begin("CreateDelivery", d.ID); err != nil {
 		return false, err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	k := dlvKey{d.WebhookID, d.ID}
 	if _, ok := s.dlvs[k]; ok {
 		return false, nil
@@ -122,7 +122,7 @@ func (s *Store) SaveDelivery(_ context.Context, d *lull.Delivery) error {
 	if err := s.begin("SaveDelivery", d.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	k := dlvKey{d.WebhookID, d.ID}
 	if prior, ok := s.dlvs[k]; ok && d.Status == lull.DeliveryPending && prior.Status != lull.DeliveryPending {
 		return nil
@@ -136,7 +136,7 @@ func (s *Store) ReopenDelivery(_ context.Context, d *lull.Delivery) error {
 	if err := s.begin("ReopenDelivery", d.ID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	s.dlvs[dlvKey{d.WebhookID, d.ID}] = deliveryCopy(d)
 	return nil
 }
@@ -147,7 +147,7 @@ func (s *Store) AddAttempt(_ context.Context, webhookID, deliveryID string, a lu
 	if err := s.begin("AddAttempt", deliveryID); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.end()
 	k := dlvKey{webhookID, deliveryID}
 	if s.tries[k] == nil {
 		s.tries[k] = map[int]lull.Attempt{}
