@@ -470,6 +470,11 @@ func (w *Worker) callEngine(ctx context.Context, log *slog.Logger, g *lull.Gener
 		callCtx, cancel := context.WithTimeout(ctx, w.cfg.RequestTimeout)
 		var res *vllm.Result
 		res, err = w.deps.Engine.Do(callCtx, g.Endpoint, body)
+		if err != nil && ctx.Err() == nil && errors.Is(callCtx.Err(), context.DeadlineExceeded) {
+			// Our own RequestTimeout, not the run's end: the engine is slow,
+			// which is transient, not the request's fault.
+			err = &vllm.Error{Message: fmt.Sprintf("no response within %s", w.cfg.RequestTimeout), Transient: true, Err: err}
+		}
 		cancel()
 		if err == nil || ctx.Err() != nil || !vllm.IsTransient(err) {
 			return res, err
