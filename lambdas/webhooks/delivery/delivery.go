@@ -320,11 +320,17 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 
 func withWebhook(ev lull.Event, id string) lull.Event { ev.WebhookID = id; return ev }
 
-// send puts t on the events queue, visible after min(wait, 15 min).
+// send puts t on the events queue, visible after min(wait, 15 min). SQS
+// delays are whole seconds: wait is rounded up, so the task never arrives
+// before it is due (rounded down, a remainder under a second would hop
+// through the queue with no delay until it passed).
 func (h *Handler) send(ctx context.Context, t Task, wait time.Duration) error {
 	body, err := json.Marshal(t)
 	if err != nil {
 		return err
+	}
+	if r := wait % time.Second; r > 0 {
+		wait += time.Second - r
 	}
 	return h.Events.Send(ctx, body, t.Tenant, min(wait, maxDelay))
 }
