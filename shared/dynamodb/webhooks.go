@@ -44,6 +44,8 @@ type deliveryRecord struct {
 	EventID       string `dynamodbav:"event_id"`
 	EventType     string `dynamodbav:"event_type"`
 	GenerationID  string `dynamodbav:"generation_id,omitempty"`
+	BatchID       string `dynamodbav:"batch_id,omitempty"`
+	EventAt       int64  `dynamodbav:"event_at,omitempty"`
 	Status        string `dynamodbav:"status"`
 	CreatedAt     int64  `dynamodbav:"created_at"`
 	UpdatedAt     int64  `dynamodbav:"updated_at"`
@@ -182,7 +184,7 @@ func (s *Store) ReopenDelivery(ctx context.Context, d *lull.Delivery) error {
 func (s *Store) putDelivery(ctx context.Context, d *lull.Delivery, cond *string) error {
 	item, err := attributevalue.MarshalMap(deliveryRecord{
 		PK: whPK(d.WebhookID), SK: "DLV#" + d.ID, ID: d.ID, WebhookID: d.WebhookID, Tenant: d.Tenant, EventID: d.EventID,
-		EventType: d.EventType, GenerationID: d.GenerationID, Status: d.Status, CreatedAt: ms(d.CreatedAt),
+		EventType: d.EventType, GenerationID: d.GenerationID, BatchID: d.BatchID, EventAt: ms(d.EventAt), Status: d.Status, CreatedAt: ms(d.CreatedAt),
 		UpdatedAt: ms(d.UpdatedAt), NextAttemptAt: ms(d.NextAttemptAt), TTL: d.CreatedAt.Add(s.retention()).Unix(),
 	})
 	if err != nil {
@@ -243,7 +245,8 @@ func (s *Store) deliveries(ctx context.Context, webhookID, prefix string) ([]*lu
 				return nil, fmt.Errorf("dynamodb: decode delivery: %w", err)
 			}
 			byID[r.ID] = &lull.Delivery{ID: r.ID, WebhookID: r.WebhookID, Tenant: r.Tenant, EventID: r.EventID,
-				EventType: r.EventType, GenerationID: r.GenerationID, Status: r.Status, CreatedAt: fromMS(r.CreatedAt),
+				EventType: r.EventType, GenerationID: r.GenerationID, BatchID: r.BatchID, EventAt: fromMS(r.EventAt),
+				Status: r.Status, CreatedAt: fromMS(r.CreatedAt),
 				UpdatedAt: fromMS(r.UpdatedAt), NextAttemptAt: fromMS(r.NextAttemptAt)}
 		}
 		if len(page.LastEvaluatedKey) == 0 {

@@ -191,3 +191,19 @@ func TestIDs(t *testing.T) {
 		t.Fatalf("LineID: %s, %s", a, b)
 	}
 }
+
+func TestDeliveryEvent(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
+	b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "tenant-a", Status: lull.BatchCancelled, WebhookID: "wh_1", CancelledAt: at}
+	ev := lull.BatchEventFor(b)
+	d := &lull.Delivery{ID: "dlv_1", WebhookID: "wh_1", Tenant: ev.Tenant, EventID: ev.ID, EventType: ev.Type, BatchID: ev.BatchID,
+		EventAt: ev.CreatedAt, CreatedAt: at.Add(time.Minute)}
+	if got := d.Event(); got != ev {
+		t.Fatalf("Event = %+v, want %+v", got, ev)
+	}
+	d.EventAt = time.Time{} // a record from before EventAt was kept
+	if got := d.Event(); !got.CreatedAt.Equal(d.CreatedAt) || got.BatchID != ev.BatchID {
+		t.Fatalf("Event without EventAt = %+v, want the delivery's creation time", got)
+	}
+}

@@ -42,19 +42,35 @@ const (
 )
 
 // Delivery is one event sent (or being sent) to one webhook, with every
-// attempt made.
+// attempt made. It keeps what rebuilds its event (Event), so a manual
+// retry sends the same payload.
 type Delivery struct {
-	ID            string
-	WebhookID     string
-	Tenant        string
-	EventID       string // the webhook-id header: stable across attempts
-	EventType     string
-	GenerationID  string
+	ID           string
+	WebhookID    string
+	Tenant       string
+	EventID      string // the webhook-id header: stable across attempts
+	EventType    string
+	GenerationID string // set for generation.* events
+	BatchID      string // set for batch.* events
+	// EventAt is when the event happened (the payload's timestamp); zero
+	// in records written before it was kept.
+	EventAt       time.Time
 	Status        string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	NextAttemptAt time.Time
 	Attempts      []Attempt
+}
+
+// Event returns the event d delivers, rebuilt from the record (for a
+// manual retry). Records without EventAt give CreatedAt as its time.
+func (d *Delivery) Event() Event {
+	at := d.EventAt
+	if at.IsZero() {
+		at = d.CreatedAt
+	}
+	return Event{ID: d.EventID, Type: d.EventType, Tenant: d.Tenant, GenerationID: d.GenerationID, BatchID: d.BatchID,
+		WebhookID: d.WebhookID, CreatedAt: at}
 }
 
 // Attempt is one HTTP POST of a delivery.

@@ -61,6 +61,7 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 				Status: lull.DeliveryPending, CreatedAt: at, UpdatedAt: at}
 		}
 		first, second := mk("dlv_a", now), mk("dlv_b", now.Add(time.Second))
+		second.EventType, second.BatchID, second.EventAt = lull.EventBatchCompleted, "batch_1", now.Add(-time.Minute)
 		for _, d := range []*lull.Delivery{first, second} {
 			if created, err := s.CreateDelivery(ctx, d); err != nil || !created {
 				t.Fatalf("CreateDelivery = %v, %v", created, err)
@@ -90,6 +91,13 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 		list, err := s.ListDeliveries(ctx, wh, 10)
 		if err != nil || len(list) != 2 || list[0].ID != "dlv_b" || len(list[1].Attempts) != 3 || len(list[0].Attempts) != 0 {
 			t.Fatalf("ListDeliveries = %+v, %v", list, err)
+		}
+		// A delivery keeps what rebuilds its event, for a manual retry.
+		want := lull.Event{ID: "evt_dlv_b", Type: lull.EventBatchCompleted, Tenant: "t", BatchID: "batch_1", WebhookID: wh,
+			CreatedAt: now.Add(-time.Minute)}
+		if ev := list[0].Event(); !ev.CreatedAt.Equal(want.CreatedAt) || ev.ID != want.ID || ev.Type != want.Type ||
+			ev.Tenant != want.Tenant || ev.BatchID != want.BatchID || ev.WebhookID != want.WebhookID || ev.GenerationID != "" {
+			t.Fatalf("Event of the stored batch delivery = %+v, want %+v", ev, want)
 		}
 		if err := s.ReopenDelivery(ctx, &late); err != nil {
 			t.Fatal(err)

@@ -234,11 +234,7 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) error {
 	if wh.Disabled {
 		return lull.Errorf(lull.ECONFLICT, "Webhook %s is disabled (%s); register the endpoint again to receive deliveries.", wh.ID, wh.DisabledReason)
 	}
-	task := delivery.Task{
-		Event: lull.Event{ID: d.EventID, Type: d.EventType, Tenant: d.Tenant, GenerationID: d.GenerationID,
-			WebhookID: wh.ID, CreatedAt: d.CreatedAt},
-		DeliveryID: d.ID, Attempt: len(d.Attempts) + 1,
-	}
+	task := delivery.Task{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1}
 	body, err := json.Marshal(task)
 	if err != nil {
 		return err

@@ -213,7 +213,8 @@ func deliveryID(eventID, webhookID string) string {
 func (h *Handler) newDelivery(ev lull.Event, w *lull.Webhook) *lull.Delivery {
 	now := h.Now().UTC()
 	return &lull.Delivery{ID: deliveryID(ev.ID, w.ID), WebhookID: w.ID, Tenant: ev.Tenant, EventID: ev.ID,
-		EventType: ev.Type, GenerationID: ev.GenerationID, Status: lull.DeliveryPending, CreatedAt: now, UpdatedAt: now}
+		EventType: ev.Type, GenerationID: ev.GenerationID, BatchID: ev.BatchID, EventAt: ev.CreatedAt,
+		Status: lull.DeliveryPending, CreatedAt: now, UpdatedAt: now}
 }
 
 // Payload is the JSON body POSTed to endpoints.

@@ -604,3 +604,90 @@ func TestTargets(t *testing.T) {
 		}
 	}
 }
+
+// retryNow does what POST /v1/webhooks/{id}/deliveries/{delivery}/retry
+// does: reopen the delivery and queue its next attempt at once.
+func (f *fixture) retryNow(t *testing.T, d *lull.Delivery) {
+	t.Helper()
+	task := delivery.Task{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1}
+	if err := f.events.Send(context.Background(), mustJSON(t, task), d.Tenant, 0); err != nil {
+		t.Fatal(err)
+	}
+	d.Status, d.NextAttemptAt = lull.DeliveryPending, f.clock.Now()
+	if err := f.store.ReopenDelivery(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A manual retry makes one more attempt of the same event (same
+// webhook-id, same payload), also after the schedule ran out, and also for
+// batch events; a retry scheduled earlier that comes late changes nothing.
+func TestManualRetry(t *testing.T) {
+	t.Parallel()
+	t.Run("GenerationAfterScheduleRanOut", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, func(n int, w http.ResponseWriter) {
+			if n <= 10 {
+				w.WriteHeader(500)
+			}
+		})
+		h := f.newHandler(t, nil)
+		g, ev := f.completed(t, `{"id":"chatcmpl-1"}`)
+		deliver(t, h, ev)
+		f.pump(t, h, 1000)
+		d := f.delivery(t)
+		if d.Status != lull.DeliveryFailed || len(d.Attempts) != 10 {
+			t.Fatalf("before the retry: %+v", d)
+		}
+		f.retryNow(t, d)
+		f.pump(t, h, 10)
+		posts := f.recv.got()
+		if len(posts) != 11 || posts[10].id != ev.ID || posts[10].dataID != g.ID || posts[10].dataResponse != `{"id":"chatcmpl-1"}` {
+			t.Fatalf("%d POSTs; the retry's = %+v", len(posts), posts[len(posts)-1])
+		}
+		if d := f.delivery(t); d.Status != lull.DeliverySucceeded || len(d.Attempts) != 11 || d.Attempts[10].StatusCode != 200 {
+			t.Fatalf("after the retry: %+v", d)
+		}
+		// An old scheduled attempt arriving now is not made.
+		late := delivery.Task{Event: d.Event(), DeliveryID: d.ID, Attempt: 4}
+		if failed := handle(t, h, mustJSON(t, late)); len(failed) != 0 || len(f.recv.got()) != 11 {
+			t.Fatalf("a late scheduled attempt was made (failed %v, posts %d)", failed, len(f.recv.got()))
+		}
+	})
+	t.Run("Batch", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		f := newFixture(t, func(n int, w http.ResponseWriter) {
+			if n == 1 {
+				w.WriteHeader(500)
+			}
+		})
+		h := f.newHandler(t, nil)
+		b := &lull.Batch{ID: lull.NewID("batch"), Tenant: "tenant-a", Endpoint: lull.EndpointChat, Status: lull.BatchCompleted,
+			WebhookID: f.hook.ID, CreatedAt: t0, CompletedAt: t0, Total: 1, Completed: 1}
+		if err := f.store.CreateBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		ev := lull.BatchEventFor(b)
+		f.clock.Advance(time.Minute)
+		deliver(t, h, ev)
+		f.retryNow(t, f.delivery(t))
+		msgs, err := f.events.Receive(ctx, 10, 0, time.Minute) // the manual retry only: the scheduled one is not due
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("due tasks = %d, %v", len(msgs), err)
+		}
+		if failed := handle(t, h, msgs[0].Body); len(failed) != 0 {
+			t.Fatal("retry failed")
+		}
+		posts := f.recv.got()
+		if len(posts) != 2 {
+			t.Fatalf("%d POSTs", len(posts))
+		}
+		for i, p := range posts {
+			if p.id != ev.ID || p.payload.Type != lull.EventBatchCompleted || p.dataID != b.ID || !p.payload.Timestamp.Equal(ev.CreatedAt) {
+				t.Fatalf("attempt %d: webhook-id %s, type %s, timestamp %s, data %s; want %s of batch %s at %s",
+					i+1, p.id, p.payload.Type, p.payload.Timestamp, p.payload.Data, ev.ID, b.ID, ev.CreatedAt)
+			}
+		}
+	})
+}
