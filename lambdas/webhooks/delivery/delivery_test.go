@@ -83,9 +83,8 @@ type received struct {
 	at                   time.Time // the clock's time
 	id, timestamp, sigs  string
 	body                 []byte
-	contentType, agent   string
-	retryAfterSent       string
-	statusCode           int
+	contentType          string
+	statusCode           int // what the receiver answered
 	payload              delivery.Payload
 	dataID, dataResponse string
 }
@@ -102,7 +101,7 @@ func newReceiver(t *testing.T, clock memory.Clock, respond func(n int, w http.Re
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		p := received{at: clock.Now(), id: req.Header.Get("webhook-id"), timestamp: req.Header.Get("webhook-timestamp"),
-			sigs: req.Header.Get("webhook-signature"), body: body, contentType: req.Header.Get("Content-Type"), agent: req.UserAgent()}
+			sigs: req.Header.Get("webhook-signature"), body: body, contentType: req.Header.Get("Content-Type")}
 		if err := json.Unmarshal(body, &p.payload); err != nil {
 			t.Errorf("payload is not JSON: %s", body)
 		}
@@ -119,7 +118,7 @@ func newReceiver(t *testing.T, clock memory.Clock, respond func(n int, w http.Re
 		if respond != nil {
 			respond(n, rec)
 		}
-		p.statusCode, p.retryAfterSent = rec.Code, rec.Header().Get("Retry-After")
+		p.statusCode = rec.Code
 		r.mu.Lock()
 		r.posts = append(r.posts, p)
 		r.mu.Unlock()
