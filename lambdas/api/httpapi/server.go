@@ -204,6 +204,7 @@ func (s *Server) routes() {
 		s.fileRoutes()
 		s.batchRoutes()
 	}
+	s.consoleRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, lull.Errorf(codeUnknownURL, "Invalid URL (%s %s).", r.Method, r.URL.Path))
 	})
