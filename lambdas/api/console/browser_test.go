@@ -380,7 +380,9 @@ func TestConsoleInBrowser(t *testing.T) {
 			var list struct {
 				Data []struct {
 					ID       string
-					Attempts []struct{ StatusCode *int `json:"status_code"` }
+					Attempts []struct {
+						StatusCode *int `json:"status_code"`
+					}
 				}
 			}
 			api(t, st, http.MethodGet, "/v1/webhooks/"+wh.ID+"/deliveries", nil, &list)

@@ -101,7 +101,7 @@ func TestAssetsNeedNoInlineCode(t *testing.T) {
 	}
 	html := get("/console/")
 	for _, re := range []*regexp.Regexp{
-		regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]+</script>`), // inline script
+		regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]+</script>`),                   // inline script
 		regexp.MustCompile(`<script(?:(?:\s(?:type|defer|async)(?:="[^"]*")?)*)>`), // script without src
 		regexp.MustCompile(`\sstyle\s*=`),
 		regexp.MustCompile(`<style`),
