@@ -17,7 +17,11 @@ run: ## Run the whole system locally (emulators, API on :8080, worker, simulator
 
 .PHONY: build
 build: ## Build every runtime binary into bin/
-	$(GO) build -o bin/ ./gpuworker ./localstack/cmd/...
+	$(GO) build -o bin/ ./gpuworker ./localstack/cmd/... ./cmd/...
+
+.PHONY: cli
+cli: ## Build the lull command line into bin/lull
+	$(GO) build -o bin/lull ./cmd/lull
 
 .PHONY: vet
 vet: ## go vet and gofmt check
@@ -28,6 +32,16 @@ vet: ## go vet and gofmt check
 test: vet ## Run every test: runtime module with -race against in-process AND external emulators, then infra
 	LULL_REQUIRE_EXTERNAL=1 bash localstack/scripts/emulators.sh run -- $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(MAKE) --no-print-directory test-infra
+
+.PHONY: browser
+browser: ## Install headless Chromium for the console's browser tests (Debian's chromium package; needs root once)
+	bash localstack/scripts/browser.sh install
+
+# make test also runs the console's browser tests: a missing browser fails
+# them instead of skipping them, and their screenshots stay in build/artifacts.
+test: browser
+test: export LULL_REQUIRE_BROWSER = 1
+test: export LULL_ARTIFACTS_DIR = $(CURDIR)/build/artifacts
 
 .PHONY: test-short
 test-short: ## Runtime tests against the in-process emulators only (no install step)

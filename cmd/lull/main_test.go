@@ -1,0 +1,360 @@
+package main
+
+// End-to-end tests of the built `lull` binary against a dev stack in this
+// process: the binary runs as a real subprocess, under a pseudo-terminal
+// where the test needs the progress bar or Ctrl-C.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/lull-ai/lull/localstack/devstack"
+	"github.com/lull-ai/lull/localstack/vllmsim"
+	"github.com/lull-ai/lull/shared/lull"
+)
+
+// lullBin is the binary TestMain builds.
+var lullBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lull-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	lullBin = filepath.Join(dir, "lull")
+	build := exec.Command("go", "build", "-o", lullBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build lull:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// stack starts a dev stack for one test, with a key of its own.
+func stack(t *testing.T, workers int) (*devstack.Stack, string) {
+	t.Helper()
+	level := slog.LevelWarn
+	if os.Getenv("LULL_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	st, err := devstack.Start(context.Background(), devstack.Config{
+		APIAddr: "127.0.0.1:0", Prefix: "cli-" + strings.ToLower(lull.NewID("s")[2:10]),
+		Workers: workers, WorkerConcurrency: 32,
+		Sim:    vllmsim.Config{TimeScale: 0.01},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	key := "sk-cli-" + strings.ToLower(lull.NewID("k")[2:12])
+	if err := st.AddKey(context.Background(), key, "cli-"+t.Name()); err != nil {
+		t.Fatal(err)
+	}
+	return st, key
+}
+
+// inputFile writes n chat lines with shuffled custom IDs (so that input
+// order is not any sorted order) and returns the path and the IDs in order.
+// Lines whose index is in bad ask for more tokens than the model's context,
+// which the engine rejects: those lines fail.
+func inputFile(t *testing.T, n int, bad map[int]bool) (string, []string) {
+	t.Helper()
+	ids := make([]string, n)
+	for i, p := range rand.Perm(n) {
+		ids[i] = fmt.Sprintf("req-%05d", p)
+	}
+	var buf bytes.Buffer
+	for i, id := range ids {
+		maxTokens := 4
+		if bad[i] {
+			maxTokens = 100_000
+		}
+		fmt.Fprintf(&buf, `{"custom_id":%q,"method":"POST","url":"/v1/chat/completions","body":{"model":"lull-sim-1","max_tokens":%d,"messages":[{"role":"user","content":"line %d"}]}}`+"\n", id, maxTokens, i)
+	}
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, ids
+}
+
+// readIDs returns the custom_id of every line of a results file.
+func readIDs(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ids []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var v struct {
+			CustomID string `json:"custom_id"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, sc.Text())
+		}
+		ids = append(ids, v.CustomID)
+	}
+	return ids
+}
+
+// terminal is the binary running under a pseudo-terminal.
+type terminal struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	tty  *os.File
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func startInTerminal(t *testing.T, env []string, args ...string) *terminal {
+	t.Helper()
+	cmd := exec.Command(lullBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := &terminal{t: t, cmd: cmd, tty: tty, done: make(chan struct{})}
+	go func() {
+		defer close(term.done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := tty.Read(buf)
+			term.mu.Lock()
+			term.out.Write(buf[:n])
+			term.mu.Unlock()
+			if err != nil { // EIO once the process has exited
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		tty.Close()
+	})
+	return term
+}
+
+func (term *terminal) output() string {
+	term.mu.Lock()
+	defer term.mu.Unlock()
+	return term.out.String()
+}
+
+// waitFor waits until the output matches re and returns the first match's
+// submatches.
+func (term *terminal) waitFor(re *regexp.Regexp, timeout time.Duration) []string {
+	term.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := re.FindStringSubmatch(term.output()); m != nil {
+			return m
+		}
+		if time.Now().After(deadline) {
+			term.t.Fatalf("no %s in the output after %s:\n%s", re, timeout, term.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wait waits for the process to exit and returns its status.
+func (term *terminal) wait(timeout time.Duration) int {
+	term.t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- term.cmd.Wait() }()
+	select {
+	case err := <-errc:
+		<-term.done
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			term.t.Fatal(err)
+		}
+		return 0
+	case <-time.After(timeout):
+		term.t.Fatalf("lull still running after %s:\n%s", timeout, term.output())
+		return -1
+	}
+}
+
+var (
+	createdRE = regexp.MustCompile(`batch (batch_[a-z0-9]+) created for (\d+) lines`)
+	// A frame of the bar: cells, counts, rate and ETA, redrawn in place.
+	barRE = regexp.MustCompile(`\r(batch_[a-z0-9]+)  \[[█░]+\]  (\d+)/1000  ✓ (\d+)  ✗ (\d+)  [0-9.]+/s  ETA [0-9hms]+  in_progress\x1b\[K`)
+)
+
+// TestBatchRunTerminal runs a 1,000-line batch under a pseudo-terminal: the
+// bar is drawn in place with counts, rate and ETA, the results come out in
+// input order, and the exit status is 0.
+func TestBatchRunTerminal(t *testing.T) {
+	st, key := stack(t, 2)
+	in, ids := inputFile(t, 1000, nil)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	start := time.Now()
+	term := startInTerminal(t, []string{"LULL_API_URL=" + st.URL, "LULL_API_KEY=" + key},
+		"batch", "run", in, "--endpoint", "/v1/chat/completions", "--out", out, "--poll", "250ms")
+	code := term.wait(3 * time.Minute)
+	took := time.Since(start)
+	text := term.output()
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, text)
+	}
+	frames := barRE.FindAllStringSubmatch(text, -1)
+	if len(frames) == 0 {
+		t.Fatalf("no progress bar with rate and ETA in the output:\n%q", text)
+	}
+	// Counts only grow, and some frame shows the batch part done.
+	last, partial := -1, false
+	for _, f := range frames {
+		var done int
+		fmt.Sscan(f[2], &done)
+		if done < last {
+			t.Errorf("bar went back from %d to %d", last, done)
+		}
+		last = done
+		partial = partial || (done > 0 && done < 1000)
+	}
+	if !partial {
+		t.Errorf("no frame between 0 and 1000 in %d frames", len(frames))
+	}
+	if !regexp.MustCompile(`1000/1000  ✓ 1000  ✗ 0  [0-9.]+/s  completed\x1b\[K\r?\n`).MatchString(text) {
+		t.Errorf("no final frame ending the line:\n%q", text[max(len(text)-400, 0):])
+	}
+	if !strings.Contains(text, "wrote 1000 results in input order to "+out) {
+		t.Errorf("no summary:\n%s", text)
+	}
+	got := readIDs(t, out)
+	if strings.Join(got, ",") != strings.Join(ids, ",") {
+		t.Errorf("results are not the 1000 input lines in input order (got %d lines)", len(got))
+	}
+	t.Logf("1000 lines in %s, %d bar frames", took.Round(time.Millisecond), len(frames))
+}
+
+// TestBatchRunFailingLines runs a batch with two lines the engine rejects,
+// with stdout not a terminal: plain progress lines, the failed lines in the
+// errors file and the rest in the output file, each in input order, and a
+// non-zero exit that says how many failed.
+func TestBatchRunFailingLines(t *testing.T) {
+	st, key := stack(t, 1)
+	bad := map[int]bool{3: true, 17: true}
+	in, ids := inputFile(t, 30, bad)
+	dir := t.TempDir()
+	out, errs := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "errors.jsonl")
+	cmd := exec.Command(lullBin, "batch", "run", in, "--endpoint", "/v1/chat/completions", "--out", out, "--errors", errs, "--poll", "200ms", "--interval", "1s")
+	cmd.Env = append(os.Environ(), "LULL_API_URL="+st.URL, "LULL_API_KEY="+key)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "2 of 30 lines did not succeed") {
+		t.Errorf("stderr lacks the count of failed lines:\n%s", stderr.String())
+	}
+	if strings.ContainsAny(stdout.String(), "\r\x1b█") {
+		t.Errorf("terminal drawing on a pipe:\n%q", stdout.String())
+	}
+	if !regexp.MustCompile(`(?m)^batch_[a-z0-9]+ completed: 30/30 done \(28 completed, 2 failed\)`).MatchString(stdout.String()) {
+		t.Errorf("no plain final progress line:\n%s", stdout.String())
+	}
+	var wantOK, wantBad []string
+	for i, id := range ids {
+		if bad[i] {
+			wantBad = append(wantBad, id)
+		} else {
+			wantOK = append(wantOK, id)
+		}
+	}
+	if got := readIDs(t, out); strings.Join(got, ",") != strings.Join(wantOK, ",") {
+		t.Errorf("output file %v, want %v", got, wantOK)
+	}
+	if got := readIDs(t, errs); strings.Join(got, ",") != strings.Join(wantBad, ",") {
+		t.Errorf("errors file %v, want %v", got, wantBad)
+	}
+}
+
+// TestBatchRunCtrlC presses Ctrl-C during a batch and answers "y": the CLI
+// cancels the batch, waits for it to end, writes what finished, and exits 1;
+// the API reports the batch cancelled.
+func TestBatchRunCtrlC(t *testing.T) {
+	st, key := stack(t, 1)
+	// Slow engine calls, so the batch is surely running when Ctrl-C comes.
+	st.Sim.SetDelay(time.Second)
+	in, _ := inputFile(t, 300, nil)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	term := startInTerminal(t, []string{"LULL_API_URL=" + st.URL, "LULL_API_KEY=" + key},
+		"batch", "run", in, "--endpoint", "/v1/chat/completions", "--out", out, "--poll", "200ms")
+	id := term.waitFor(createdRE, 30*time.Second)[1]
+	term.waitFor(regexp.MustCompile(`in_progress\x1b\[K`), 30*time.Second)
+	if _, err := term.tty.Write([]byte{3}); err != nil { // Ctrl-C: the terminal sends SIGINT
+		t.Fatal(err)
+	}
+	term.waitFor(regexp.MustCompile(`cancel the batch `+id+`\? \[y/N\] `), 10*time.Second)
+	if _, err := term.tty.Write([]byte("y\r")); err != nil {
+		t.Fatal(err)
+	}
+	term.waitFor(regexp.MustCompile(`cancelling `+id), 10*time.Second)
+	code := term.wait(2 * time.Minute)
+	text := term.output()
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, text)
+	}
+	if !regexp.MustCompile(`\d+ of 300 lines did not succeed \(batch ` + id + ` cancelled`).MatchString(text) {
+		t.Errorf("no count of unfinished lines:\n%s", text)
+	}
+	req, _ := http.NewRequest(http.MethodGet, st.URL+"/v1/batches/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b struct {
+		Status        string
+		RequestCounts struct{ Total, Completed, Failed int } `json:"request_counts"`
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != "cancelled" {
+		t.Errorf("batch is %s, want cancelled: %s", b.Status, body)
+	}
+	if b.RequestCounts.Completed >= 300 {
+		t.Errorf("every line completed; the cancel changed nothing: %s", body)
+	}
+	if got := len(readIDs(t, out)); got != 300 {
+		t.Errorf("wrote %d result lines, want one per input line (completed or cancelled)", got)
+	}
+}
