@@ -263,14 +263,15 @@ func TestBatchRunTerminal(t *testing.T) {
 // TestBatchRunFailingLines runs a batch with two lines the engine rejects,
 // with stdout not a terminal: plain progress lines, the failed lines in the
 // errors file and the rest in the output file, each in input order, and a
-// non-zero exit that says how many failed.
+// non-zero exit that says how many failed. A small --part-size sends the
+// file through the Uploads API in parts, as files above 4 MiB go.
 func TestBatchRunFailingLines(t *testing.T) {
 	st, key := stack(t, 1)
 	bad := map[int]bool{3: true, 17: true}
 	in, ids := inputFile(t, 30, bad)
 	dir := t.TempDir()
 	out, errs := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "errors.jsonl")
-	cmd := exec.Command(lullBin, "batch", "run", in, "--endpoint", "/v1/chat/completions", "--out", out, "--errors", errs, "--poll", "200ms", "--interval", "1s")
+	cmd := exec.Command(lullBin, "batch", "run", in, "--endpoint", "/v1/chat/completions", "--out", out, "--errors", errs, "--poll", "200ms", "--interval", "1s", "--part-size", "2048")
 	cmd.Env = append(os.Environ(), "LULL_API_URL="+st.URL, "LULL_API_KEY="+key)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -281,6 +282,13 @@ func TestBatchRunFailingLines(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "2 of 30 lines did not succeed") {
 		t.Errorf("stderr lacks the count of failed lines:\n%s", stderr.String())
+	}
+	fi, err := os.Stat(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parts := (fi.Size() + 2047) / 2048; !strings.Contains(stdout.String(), fmt.Sprintf("(%d bytes) in %d parts", fi.Size(), parts)) {
+		t.Errorf("not uploaded in %d parts:\n%s", parts, stdout.String())
 	}
 	if strings.ContainsAny(stdout.String(), "\r\x1b█") {
 		t.Errorf("terminal drawing on a pipe:\n%q", stdout.String())
