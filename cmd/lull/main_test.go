@@ -366,3 +366,103 @@ func TestBatchRunCtrlC(t *testing.T) {
 		t.Errorf("wrote %d result lines, want one per input line (completed or cancelled)", got)
 	}
 }
+
+// TestWebhooksListenAndTest runs `lull webhooks listen`, which registers a
+// temporary endpoint for itself, and `lull webhooks test` against that
+// endpoint: the test generation's delivery is verified and printed by the
+// listener and reported as 204 by the test command; Ctrl-C stops the
+// listener, which deletes its endpoint.
+func TestWebhooksListenAndTest(t *testing.T) {
+	st, key := stack(t, 1)
+	env := []string{"LULL_API_URL=" + st.URL, "LULL_API_KEY=" + key}
+	listener := startInTerminal(t, env, "webhooks", "listen", "--addr", "127.0.0.1:0")
+	id := listener.waitFor(regexp.MustCompile(`listening on http://127\.0\.0\.1:\d+/ as (wh_[a-z0-9]+)`), 20*time.Second)[1]
+
+	cmd := exec.Command(lullBin, "webhooks", "test", id, "--poll", "200ms", "--timeout", "60s")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("webhooks test: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`generation\.completed\s+gen_[a-z0-9]+\s+succeeded\s+1\s+204 in \d+ ms`).Match(out) {
+		t.Errorf("webhooks test output lacks the 204 delivery:\n%s", out)
+	}
+	listener.waitFor(regexp.MustCompile(`generation\.completed\s+gen_[a-z0-9]+\s+completed\s+webhook-id=`), 10*time.Second)
+
+	if _, err := listener.tty.Write([]byte{3}); err != nil {
+		t.Fatal(err)
+	}
+	if code := listener.wait(20 * time.Second); code != 0 {
+		t.Fatalf("listen exit %d:\n%s", code, listener.output())
+	}
+	listener.waitFor(regexp.MustCompile(`deleted `+id), time.Second)
+	req, _ := http.NewRequest(http.MethodGet, st.URL+"/v1/webhooks/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("temporary endpoint still there after Ctrl-C: %d", resp.StatusCode)
+	}
+}
+
+// TestSendWaitGet submits three prompts with `lull send` (one asks for more
+// tokens than the model's context, so the engine rejects it), follows them
+// with one bar in `lull wait`, and reads a result with `lull get --content`.
+func TestSendWaitGet(t *testing.T) {
+	st, key := stack(t, 1)
+	env := append(os.Environ(), "LULL_API_URL="+st.URL, "LULL_API_KEY="+key)
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(lullBin, args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader("a prompt from standard input\n")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	var ids []string
+	for _, args := range [][]string{
+		{"send", "--max-tokens", "5", "Say", "hello"},
+		{"send", "--model", "lull-sim-1", "--max-tokens", "100000", "too long"},
+		{"send", "--max-tokens", "3", "--window", "1h", "-"},
+	} {
+		out, code := run(args...)
+		id := strings.TrimSpace(out)
+		if code != 0 || !regexp.MustCompile(`^gen_[a-z0-9]+$`).MatchString(id) {
+			t.Fatalf("%v: exit %d, output %q", args, code, out)
+		}
+		ids = append(ids, id)
+	}
+	term := startInTerminal(t, []string{"LULL_API_URL=" + st.URL, "LULL_API_KEY=" + key}, append([]string{"wait", "--poll", "100ms"}, ids...)...)
+	code := term.wait(time.Minute)
+	text := term.output()
+	if code != 1 || !strings.Contains(text, "1 of 3 generations did not complete") {
+		t.Errorf("wait: exit %d, want 1 with a count:\n%s", code, text)
+	}
+	if !regexp.MustCompile(`3 generations  \[[█░]+\]  3/3  ✓ 2  ✗ 1`).MatchString(text) {
+		t.Errorf("wait drew no bar with the final counts:\n%q", text)
+	}
+	for i, want := range []string{"completed", "failed", "completed"} {
+		if !strings.Contains(text, ids[i]+" "+want) {
+			t.Errorf("wait does not report %s %s:\n%s", ids[i], want, text)
+		}
+	}
+	out, code := run("get", "--content", ids[0])
+	if code != 0 || len(strings.Fields(out)) != 5 {
+		t.Errorf("get --content: exit %d, %q (want 5 words)", code, out)
+	}
+	if out, code := run("get", "--content", ids[1]); code != 1 || !strings.Contains(out, "is failed") {
+		t.Errorf("get --content of a failed generation: exit %d, %q", code, out)
+	}
+	if out, code := run("get", "gen_doesnotexist"); code != 1 || !strings.Contains(out, "404") {
+		t.Errorf("get of a missing generation: exit %d, %q", code, out)
+	}
+}
