@@ -310,6 +310,24 @@ func TestBatchRunFailingLines(t *testing.T) {
 	if got := readIDs(t, errs); strings.Join(got, ",") != strings.Join(wantBad, ",") {
 		t.Errorf("errors file %v, want %v", got, wantBad)
 	}
+
+	// `batch download` writes the same files again, in input order.
+	id := createdRE.FindStringSubmatch(stdout.String())[1]
+	all := filepath.Join(dir, "all.jsonl")
+	dl := exec.Command(lullBin, "batch", "download", id, "--out", all)
+	dl.Env = cmd.Env
+	dlOut, err := dl.CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(dlOut), "2 of 30 lines did not succeed") {
+		t.Errorf("download: %v\n%s", err, dlOut)
+	}
+	if got := readIDs(t, all); strings.Join(got, ",") != strings.Join(ids, ",") {
+		t.Errorf("downloaded results are not in input order: %v", got)
+	}
+	st2 := exec.Command(lullBin, "batch", "status", id)
+	st2.Env = cmd.Env
+	if out, err := st2.CombinedOutput(); err != nil || !strings.Contains(string(out), "30 total, 28 completed, 2 failed, 0 pending") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
 }
 
 // TestBatchRunCtrlC presses Ctrl-C during a batch and answers "y": the CLI
@@ -388,6 +406,32 @@ func TestWebhooksListenAndTest(t *testing.T) {
 		t.Errorf("webhooks test output lacks the 204 delivery:\n%s", out)
 	}
 	listener.waitFor(regexp.MustCompile(`generation\.completed\s+gen_[a-z0-9]+\s+completed\s+webhook-id=`), 10*time.Second)
+
+	run := func(args ...string) string {
+		c := exec.Command(lullBin, args...)
+		c.Env = append(os.Environ(), env...)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := run("webhooks", "create", "--url", "http://127.0.0.1:9/hooks", "--events", "batch.completed,batch.failed"); !regexp.MustCompile(
+		`wh_[a-z0-9]+  http://127\.0\.0\.1:9/hooks\n  events  batch\.completed,batch\.failed\n  secret  whsec_`).MatchString(out) {
+		t.Errorf("create: %s", out)
+	}
+	if out := run("webhooks", "list"); !regexp.MustCompile(id + `\s+enabled\s+http://127\.0\.0\.1:\d+/`).MatchString(out) {
+		t.Errorf("list lacks %s:\n%s", id, out)
+	}
+	m := regexp.MustCompile(`(dlv_[a-z0-9]+)\s+generation\.completed\s+gen_[a-z0-9]+\s+succeeded\s+1\s+204`).FindStringSubmatch(run("webhooks", "deliveries", id))
+	if m == nil {
+		t.Fatalf("deliveries lack the test delivery")
+	}
+	if out := run("webhooks", "retry", id, m[1]); !strings.Contains(out, m[1]+" pending: attempt 2 queued") {
+		t.Errorf("retry: %s", out)
+	}
+	// The listener receives the same event again, with the same webhook-id.
+	listener.waitFor(regexp.MustCompile(`webhook-id=\S+ \(again\)`), 20*time.Second)
 
 	if _, err := listener.tty.Write([]byte{3}); err != nil {
 		t.Fatal(err)
