@@ -109,7 +109,11 @@ func (o *batchRunOpts) run(ctx context.Context, a *App, args []string) error {
 	// Upload; Ctrl-C here simply stops.
 	upCtx, stopUp := a.withInterruptCancel(ctx)
 	file, err := a.upload(upCtx, c, f, filepath.Base(path), st.Size(), o.partSize)
+	interrupted := upCtx.Err() != nil && ctx.Err() == nil
 	stopUp()
+	if err != nil && interrupted {
+		return &exitError{ExitInterrupted, "stopped during the upload; no batch was created"}
+	}
 	if err != nil {
 		return err
 	}
