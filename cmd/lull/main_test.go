@@ -223,7 +223,9 @@ func TestBatchRunTerminal(t *testing.T) {
 	start := time.Now()
 	term := startInTerminal(t, []string{"LULL_API_URL=" + st.URL, "LULL_API_KEY=" + key},
 		"batch", "run", in, "--endpoint", "/v1/chat/completions", "--out", out, "--poll", "250ms")
-	code := term.wait(3 * time.Minute)
+	// About 30 s of CPU without -race (three times that with it): generous for a
+	// shared, loaded machine.
+	code := term.wait(8 * time.Minute)
 	took := time.Since(start)
 	text := term.output()
 	if code != 0 {
