@@ -175,6 +175,30 @@ func (p *page) until(what string, timeout time.Duration, expr string) {
 	}
 }
 
+// audit fails the test for controls a keyboard or screen-reader user could
+// not use: form fields without a label, buttons and links without a name,
+// clickable elements that are not buttons or links.
+func (p *page) audit(view string) {
+	p.t.Helper()
+	problems := eval[[]string](p, `(() => {
+		const bad = [];
+		for (const el of document.querySelectorAll("input, select, textarea")) {
+			if (el.type !== "hidden" && !(el.labels && el.labels.length) && !el.getAttribute("aria-label")) bad.push("unlabelled " + el.tagName + "#" + el.id);
+		}
+		for (const el of document.querySelectorAll("button, a[href]")) {
+			if (!(el.textContent.trim() || el.getAttribute("aria-label"))) bad.push("nameless " + el.tagName + " " + el.outerHTML.slice(0, 80));
+		}
+		for (const el of document.querySelectorAll("[onclick], div[tabindex]:not([tabindex='-1']), span[tabindex], td[tabindex], tr[tabindex]")) {
+			bad.push("not a real control: " + el.outerHTML.slice(0, 80));
+		}
+		if (!document.querySelector("h1")) bad.push("no heading");
+		return bad;
+	})()`)
+	for _, pr := range problems {
+		p.t.Errorf("%s: %s", view, pr)
+	}
+}
+
 // checkClean fails the test on any exception, console error or CSP
 // violation the page reported.
 func (p *page) checkClean() {
@@ -295,6 +319,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("focus on load is on %q, want the API key field", focused)
 		}
 		p.shot("1-sign-in")
+		p.audit("sign in")
 		p.run("sign in", 10*time.Second, chromedp.SendKeys(chromedp.ID("api-key"), testKey+"\r"))
 		p.until("generations list", 10*time.Second, `document.querySelector("#view-title")?.textContent === "Generations"`)
 		stored := eval[string](p, `sessionStorage.getItem("lull.apiKey")`)
@@ -316,6 +341,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SetValue(chromedp.ID("status-filter"), "completed"), chromedp.Click(chromedp.CSS(`#view form button[type="submit"]`)))
 		p.until("filtered list", 10*time.Second, fmt.Sprintf(`location.hash === "#/generations?status=completed" && !!document.querySelector(%q)`, link))
 		p.shot("2-generations")
+		p.audit("generations")
 		p.run("open generation", 10*time.Second, chromedp.Click(chromedp.CSS(link)))
 		p.until("response text", 10*time.Second, `!!document.querySelector("#response-text")`)
 		text := eval[string](p, `document.querySelector("#response-text").textContent`)
@@ -327,6 +353,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("request shown lacks the prompt: %s", request)
 		}
 		p.shot("3-generation")
+		p.audit("generation")
 	})
 
 	t.Run("BatchProgress", func(t *testing.T) {
@@ -347,6 +374,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.until("batch completed with a full bar", 60*time.Second, fmt.Sprintf(
 			`document.querySelector("#batch-status")?.textContent === "completed" && document.querySelector("#batch-progress").value === %d && document.querySelector("#batch-progress").max === %d`, lines, lines))
 		p.shot("5-batch-completed")
+		p.audit("batch")
 		// Download the results through the page (fetch with the bearer key, saved from a blob URL).
 		p.until("download button", 10*time.Second, `!!document.querySelector("#batch-files button")`)
 		p.run("download", 10*time.Second, chromedp.Click(chromedp.CSS("#batch-files button")))
@@ -403,6 +431,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.run("retry", 10*time.Second, chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[data-delivery="%s"]`, del.ID))))
 		p.until("second attempt 200", 20*time.Second, attempts+`.length === 2 && `+attempts+`[1].textContent.includes("200")`)
 		p.shot("7-webhook-retried")
+		p.audit("webhook")
 		if ids := rcv.ids(); len(ids) != 2 || ids[0] != ids[1] {
 			t.Errorf("receiver got webhook-ids %v, want the same one twice", ids)
 		}
@@ -414,6 +443,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.until("chart with today's bar", 20*time.Second,
 			`[...document.querySelectorAll("#usage-chart rect.bar")].some(r => parseFloat(r.getAttribute("height")) > 0) && document.querySelectorAll("#usage-table tbody tr").length === 1`)
 		p.shot("8-usage")
+		p.audit("usage")
 	})
 
 	p.t = t
