@@ -27,9 +27,10 @@ type Client struct {
 }
 
 // New returns a client for the API at baseURL (e.g. http://127.0.0.1:8080)
-// authenticating with key. httpClient may be nil for a client with a 60 s
-// timeout per call. It fails when baseURL is not an http(s) URL or key is
-// empty.
+// authenticating with key. httpClient may be nil for a client that waits at
+// most 60 s for an answer to start (and has no limit on reading it, so large
+// result files can stream). It fails when baseURL is not an http(s) URL or
+// key is empty.
 func New(baseURL, key string, httpClient *http.Client) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -39,7 +40,9 @@ func New(baseURL, key string, httpClient *http.Client) (*Client, error) {
 		return nil, errors.New("apiclient: no API key (set LULL_API_KEY)")
 	}
 	if httpClient == nil {
-		httpClient = &http.Client{Timeout: 60 * time.Second}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ResponseHeaderTimeout = 60 * time.Second
+		httpClient = &http.Client{Transport: tr}
 	}
 	return &Client{base: strings.TrimRight(baseURL, "/"), key: key, http: httpClient}, nil
 }

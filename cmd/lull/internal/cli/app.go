@@ -45,7 +45,7 @@ type App struct {
 	// Width is its width in columns.
 	Terminal bool
 	Width    int
-	// HTTPClient calls the API; a 60 s-timeout client when nil.
+	// HTTPClient calls the API; apiclient's default when nil.
 	HTTPClient *http.Client
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
