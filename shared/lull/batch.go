@@ -218,9 +218,26 @@ const (
 
 // BatchJob is the body of a message on the batch queue.
 type BatchJob struct {
+	// MessageKind is KindBatchJob (empty in messages sent by older versions).
+	MessageKind string `json:"message_kind,omitempty"`
+	// Kind is the step: BatchJobSplit, BatchJobCancel or BatchJobFinalize.
 	Kind    string `json:"kind"`
 	BatchID string `json:"batch_id"`
 	Tenant  string `json:"tenant"`
+}
+
+// BatchJobFor returns the job of kind (BatchJobSplit, …) for b.
+func BatchJobFor(kind string, b *Batch) BatchJob {
+	return BatchJob{MessageKind: KindBatchJob, Kind: kind, BatchID: b.ID, Tenant: b.Tenant}
+}
+
+// LineCounter counts a batch's lines as they end. The webhook dispatcher
+// hands it every generation event of a batch line (such events are counted,
+// never delivered).
+type LineCounter interface {
+	// LineDone counts the line whose generation ev announces, once, and asks
+	// for the batch to be finalized when it was the last.
+	LineDone(ctx context.Context, ev Event) error
 }
 
 // Batch event types.

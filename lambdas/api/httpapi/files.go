@@ -28,8 +28,6 @@ func (s *Server) fileRoutes() {
 	s.route("/v1/uploads/{id}/cancel", map[string]handler{http.MethodPost: s.cancelUpload})
 }
 
-func fileKey(tenant, id string) string { return "files/" + tenant + "/" + id }
-
 // countingReader counts bytes and fails once more than limit pass.
 type countingReader struct {
 	r     io.Reader
@@ -109,7 +107,7 @@ func (s *Server) multipartForm(w http.ResponseWriter, r *http.Request, fileField
 func (s *Server) createFile(w http.ResponseWriter, r *http.Request) error {
 	t := tenant(r)
 	id := lull.NewID("file")
-	key := fileKey(t, id)
+	key := lull.FileKey(t, id)
 	fields, name, size, err := s.multipartForm(w, r, "file", s.cfg.MaxFileBytes, func(body io.Reader) (int64, error) {
 		return s.cfg.Blobs.PutStream(r.Context(), key, body, "application/jsonl")
 	})

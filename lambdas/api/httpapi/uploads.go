@@ -105,7 +105,7 @@ func (s *Server) addUploadPart(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p := lull.UploadPart{ID: lull.NewID("part"), CreatedAt: s.cfg.Now().UTC()}
-	p.Key = "uploads/" + u.Tenant + "/" + u.ID + "/" + p.ID
+	p.Key = lull.UploadPartKey(u.Tenant, u.ID, p.ID)
 	_, _, size, err := s.multipartForm(w, r, "data", s.cfg.MaxFileBytes, func(body io.Reader) (int64, error) {
 		return s.cfg.Blobs.PutStream(r.Context(), p.Key, body, "application/octet-stream")
 	})
@@ -160,7 +160,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *http.Request) error {
 	// stores the same file.
 	f := &lull.File{ID: lull.DerivedID("file", u.ID), Tenant: u.Tenant, Purpose: u.Purpose, Filename: u.Filename,
 		Bytes: total, CreatedAt: s.cfg.Now().UTC()}
-	f.Key = fileKey(u.Tenant, f.ID)
+	f.Key = lull.FileKey(u.Tenant, f.ID)
 	n, err := s.cfg.Blobs.PutStream(r.Context(), f.Key, &partsReader{ctx: r.Context(), blobs: s.cfg.Blobs, parts: parts}, "application/jsonl")
 	if err != nil {
 		return err

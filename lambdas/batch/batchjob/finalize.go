@@ -119,8 +119,7 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 	}
 	log := h.Logger.With("batch_id", b.ID, "tenant", b.Tenant)
 	start := time.Now()
-	base := fmt.Sprintf("outputs/%s/%s/", b.Tenant, b.ID)
-	out, errs := h.newSink(ctx, base+"output.jsonl"), h.newSink(ctx, base+"errors.jsonl")
+	out, errs := h.newSink(ctx, lull.BatchOutputKey(b.Tenant, b.ID, "output.jsonl")), h.newSink(ctx, lull.BatchOutputKey(b.Tenant, b.ID, "errors.jsonl"))
 	expired, err := h.writeLines(ctx, b, out, errs)
 	cerr1, cerr2 := out.close(), errs.close()
 	if err != nil {

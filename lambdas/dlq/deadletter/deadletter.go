@@ -42,9 +42,19 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	return resp, nil
 }
 
+// one handles a dead letter by the kind its body declares (lull.MessageKindOf).
 func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
-	var bj lull.BatchJob
-	if json.Unmarshal([]byte(rec.Body), &bj) == nil && bj.Kind != "" && bj.BatchID != "" {
+	kind, err := lull.MessageKindOf([]byte(rec.Body))
+	if err != nil {
+		h.Logger.ErrorContext(ctx, "malformed dead letter dropped", "message_id", rec.MessageId, "err", err)
+		return nil
+	}
+	if kind == lull.KindBatchJob {
+		var bj lull.BatchJob
+		if err := json.Unmarshal([]byte(rec.Body), &bj); err != nil || bj.BatchID == "" {
+			h.Logger.ErrorContext(ctx, "malformed batch dead letter dropped", "message_id", rec.MessageId)
+			return nil
+		}
 		return h.batch(ctx, bj)
 	}
 	var job lull.Job

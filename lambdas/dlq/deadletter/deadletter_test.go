@@ -12,16 +12,16 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 func TestHandle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "dlq")
+	store, b := emutest.Table(t, "dlq")
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	mk := func() *lull.Generation {
 		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
@@ -72,7 +72,7 @@ func TestHandle(t *testing.T) {
 func TestBatchDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, be := storetest.Table(t, "dlqb")
+	store, be := emutest.Table(t, "dlqb")
 	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dlqb-events-"+lull.NewID("q")[2:], time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)

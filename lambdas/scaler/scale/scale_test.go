@@ -18,9 +18,9 @@ import (
 	"github.com/lull-ai/lull/lambdas/scaler/backlog"
 	"github.com/lull-ai/lull/lambdas/scaler/emf"
 	"github.com/lull-ai/lull/lambdas/scaler/scale"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 const namespace = "Lull"
@@ -337,7 +337,7 @@ func TestModels(t *testing.T) {
 // messages both count, and with no instance they are all unserved.
 func TestScaleSQS(t *testing.T) {
 	t.Parallel()
-	for _, b := range storetest.Backends(t) {
+	for _, b := range emutest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()

@@ -8,15 +8,15 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 func TestSweep(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "sweep")
+	store, b := emutest.Table(t, "sweep")
 	newQueue := func() *sqs.Queue {
 		url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweep-"+lull.NewID("q")[2:], 30*time.Second, 0)
 		if err != nil {
@@ -82,7 +82,7 @@ func TestSweep(t *testing.T) {
 func TestSweepExpiresPastOnePage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "sweepmany")
+	store, b := emutest.Table(t, "sweepmany")
 	url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweepmany-"+lull.NewID("q")[2:], 30*time.Second, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -37,21 +37,6 @@ var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minut
 // maxDelay is the longest SQS DelaySeconds; longer waits hop through it.
 const maxDelay = 15 * time.Minute
 
-// Task is a message on the events queue: a fresh event (Attempt 0, no
-// delivery), or a scheduled attempt of one delivery.
-type Task struct {
-	lull.Event
-	DeliveryID string    `json:"delivery_id,omitempty"`
-	Attempt    int       `json:"attempt,omitempty"`
-	DueAt      time.Time `json:"due_at,omitzero"`
-}
-
-// LineCounter counts the lines of a batch as their generation events arrive
-// (batchjob.Counter).
-type LineCounter interface {
-	LineDone(ctx context.Context, ev lull.Event) error
-}
-
 // Handler delivers events.
 type Handler struct {
 	Webhooks    lull.Webhooks
@@ -61,7 +46,7 @@ type Handler struct {
 	// Lines counts batch lines. A batch line's generation event is counted,
 	// never delivered: webhooks hear of a batch once, when it ends, as with
 	// OpenAI. Nil drops such events.
-	Lines  LineCounter
+	Lines  lull.LineCounter
 	Blobs  lull.Blobs
 	Events lull.Sender // the events queue, for scheduled retries
 	Client *http.Client
@@ -106,7 +91,7 @@ func (h *Handler) scale(d time.Duration) time.Duration {
 }
 
 func (h *Handler) process(ctx context.Context, body string) error {
-	var t Task
+	var t lull.DeliveryTask
 	if err := json.Unmarshal([]byte(body), &t); err != nil || t.ID == "" || t.Tenant == "" {
 		h.Logger.ErrorContext(ctx, "malformed event dropped", "err", err)
 		return nil
@@ -310,7 +295,7 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 		log.InfoContext(ctx, "webhook attempt failed; retry scheduled", "err", a.Error, "retry_in", wait.String())
 		// Schedule first: if that fails, the event is redelivered and, the
 		// delivery showing no scheduled retry, attempted again.
-		if err := h.send(ctx, Task{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {
+		if err := h.send(ctx, lull.DeliveryTask{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {
 			return err
 		}
 		return h.Webhooks.SaveDelivery(ctx, d)
@@ -321,7 +306,7 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 func withWebhook(ev lull.Event, id string) lull.Event { ev.WebhookID = id; return ev }
 
 // send puts t on the events queue, visible after min(wait, 15 min).
-func (h *Handler) send(ctx context.Context, t Task, wait time.Duration) error {
+func (h *Handler) send(ctx context.Context, t lull.DeliveryTask, wait time.Duration) error {
 	body, err := json.Marshal(t)
 	if err != nil {
 		return err

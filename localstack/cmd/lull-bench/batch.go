@@ -92,7 +92,7 @@ func batchIngest(ctx context.Context, lines, lineBytes int) (ingestResult, error
 	defer st.Close()
 	now := time.Now().UTC()
 	f := &lull.File{ID: lull.NewID("file"), Tenant: "dev", Purpose: lull.PurposeBatch, Filename: "bench.jsonl", CreatedAt: now}
-	f.Key = "files/dev/" + f.ID
+	f.Key = lull.FileKey("dev", f.ID)
 	if f.Bytes, err = st.Blobs.PutStream(ctx, f.Key, &inputReader{n: lines, size: lineBytes}, "application/jsonl"); err != nil {
 		return ingestResult{}, err
 	}
