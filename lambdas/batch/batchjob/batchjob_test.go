@@ -60,9 +60,12 @@ func newSplitEnv(t *testing.T, prefix string, n, chunk int) *splitEnv {
 	if err := store.CreateBatch(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	h := &batchjob.Handler{
-		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: batchQ, Logger: slog.New(slog.DiscardHandler)},
-		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
+	h, err := batchjob.New(batchjob.Config{
+		Batches: store, Generations: store, BatchQueue: batchQ, Logger: slog.New(slog.DiscardHandler),
+		Blobs: blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return &splitEnv{store: store, q: q, b: b, h: h, now: now}
 }

@@ -104,7 +104,7 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 		return dispatch.AnnounceBatch(ctx, h.Events, b)
 	}
 	if b.Status != lull.BatchFinalizing {
-		if !ready(b) {
+		if !b.ReadyToFinalize() {
 			return nil
 		}
 		fin, err := h.Batches.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchInProgress, lull.BatchCancelling},

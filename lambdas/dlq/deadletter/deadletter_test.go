@@ -44,7 +44,7 @@ func TestHandle(t *testing.T) {
 	record := func(id, body string) events.SQSMessage { return events.SQSMessage{MessageId: id, Body: body} }
 	job := func(g *lull.Generation) string { b, _ := json.Marshal(lull.JobFor(g)); return string(b) }
 
-	h := &deadletter.Handler{Generations: store, Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	h := newHandler(t, deadletter.Config{Generations: store, Logger: slog.New(slog.DiscardHandler)})
 	resp, err := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{
 		record("1", job(running)), record("2", job(done)), record("3", "not json"),
 	}})
@@ -60,7 +60,7 @@ func TestHandle(t *testing.T) {
 	}
 
 	// A storage failure reports the record for retry instead of dropping it.
-	broken := &deadletter.Handler{Generations: dynamodb.New(b.Clients.DynamoDB, "no-such-table"), Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	broken := newHandler(t, deadletter.Config{Generations: dynamodb.New(b.Clients.DynamoDB, "no-such-table"), Logger: slog.New(slog.DiscardHandler)})
 	resp, err = broken.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{record("9", job(running))}})
 	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "9" {
 		t.Fatalf("broken Handle = %+v, %v", resp, err)
@@ -92,7 +92,7 @@ func TestBatchDeadLetter(t *testing.T) {
 		body, _ := json.Marshal(lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: b.Tenant})
 		return string(body)
 	}
-	h := &deadletter.Handler{Generations: store, Batches: store, Events: events, Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	h := newHandler(t, deadletter.Config{Generations: store, Batches: store, Events: events, Logger: slog.New(slog.DiscardHandler)})
 	resp, err := h.Handle(ctx, eventsOf(job(stuck), job(ended)))
 	if err != nil || len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("Handle = %+v, %v", resp, err)
@@ -115,4 +115,13 @@ func eventsOf(bodies ...string) events.SQSEvent {
 		ev.Records = append(ev.Records, events.SQSMessage{MessageId: fmt.Sprint(i), Body: b})
 	}
 	return ev
+}
+
+func newHandler(t *testing.T, cfg deadletter.Config) *deadletter.Handler {
+	t.Helper()
+	h, err := deadletter.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -40,8 +40,11 @@ func TestSweep(t *testing.T) {
 	if err := store.MarkEnqueued(ctx, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	s := &sweep.Sweeper{Generations: store, Queues: map[string]lull.Sender{"m": requests}, Events: events,
-		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Grace: 30 * time.Second}
+	s, err := sweep.New(sweep.Config{Generations: store, Queues: map[string]lull.Sender{"m": requests}, Events: events,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Grace: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.Sweep(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -100,8 +103,11 @@ func TestSweepExpiresPastOnePage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := &sweep.Sweeper{Generations: store, Queues: map[string]lull.Sender{}, Events: events,
-		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Limit: 10, Concurrency: 4}
+	s, err := sweep.New(sweep.Config{Generations: store, Queues: map[string]lull.Sender{}, Events: events,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Limit: 10, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.Sweep(ctx)
 	if err != nil || res.Expired != n {
 		t.Fatalf("Sweep = %+v, %v; want %d expired in one sweep of pages of 10", res, err, n)

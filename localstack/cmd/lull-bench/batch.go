@@ -153,10 +153,13 @@ func ingestChild(args []string) error {
 	if os.Getenv("LULL_BENCH_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	h := &batchjob.Handler{
-		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(c.SQS, args[6]), Logger: log},
-		Blobs:   s3.New(c.S3, args[4]), Queues: map[string]lull.BatchSender{"lull-sim-1": sqs.New(c.SQS, args[5])}, Now: time.Now,
+	h, err := batchjob.New(batchjob.Config{
+		Batches: store, Generations: store, BatchQueue: sqs.New(c.SQS, args[6]), Logger: log,
+		Blobs: s3.New(c.S3, args[4]), Queues: map[string]lull.BatchSender{"lull-sim-1": sqs.New(c.SQS, args[5])},
 		Concurrency: 32,
+	})
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: args[7], Tenant: "dev"}); err != nil {
