@@ -45,8 +45,11 @@ func TestHandle(t *testing.T) {
 	job := func(g *lull.Generation) string { b, _ := json.Marshal(lull.JobFor(g)); return string(b) }
 
 	h := newHandler(t, deadletter.Config{Generations: store, Logger: slog.New(slog.DiscardHandler)})
+	legacy := mk() // a job sent before message_kind
 	resp, err := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{
 		record("1", job(running)), record("2", job(done)), record("3", "not json"),
+		record("4", fmt.Sprintf(`{"generation_id":%q,"tenant":"t","model":"m","endpoint":"/v1/chat/completions"}`, legacy.ID)),
+		record("5", `{"message_kind":"no-such-kind","generation_id":"gen_x"}`),
 	}})
 	if err != nil || len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("Handle = %+v, %v", resp, err)
@@ -54,6 +57,9 @@ func TestHandle(t *testing.T) {
 	g, _ := store.Get(ctx, running.ID)
 	if g.Status != lull.StatusFailed || g.Failure == nil || g.Failure.Code != "engine_error" || !strings.Contains(g.Failure.Message, "503: overloaded") {
 		t.Fatalf("running generation after DLQ: %+v", g)
+	}
+	if g, _ := store.Get(ctx, legacy.ID); g.Status != lull.StatusFailed {
+		t.Fatalf("legacy job's generation after DLQ: %s", g.Status)
 	}
 	if g, _ := store.Get(ctx, done.ID); g.Status != lull.StatusCancelled {
 		t.Fatalf("terminal generation changed to %s", g.Status)
@@ -68,7 +74,9 @@ func TestHandle(t *testing.T) {
 }
 
 // TestBatchDeadLetter: a batch job that exhausted its receives fails its
-// batch (which is announced) unless the batch already ended.
+// batch (which is announced) unless the batch already ended; the job is
+// told from a generation's by its declared kind, and one sent before kinds
+// were declared is still understood.
 func TestBatchDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -87,25 +95,42 @@ func TestBatchDeadLetter(t *testing.T) {
 		}
 		return b
 	}
-	stuck, ended := mk(lull.BatchValidating), mk(lull.BatchCompleted)
+	stuck, stuckLegacy, ended := mk(lull.BatchValidating), mk(lull.BatchInProgress), mk(lull.BatchCompleted)
 	job := func(b *lull.Batch) string {
-		body, _ := json.Marshal(lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: b.Tenant})
+		body, _ := json.Marshal(lull.BatchJobFor(lull.BatchJobSplit, b))
 		return string(body)
 	}
+	legacyJob := func(b *lull.Batch) string { // as sent before message_kind
+		return fmt.Sprintf(`{"kind":"finalize","batch_id":%q,"tenant":%q}`, b.ID, b.Tenant)
+	}
 	h := newHandler(t, deadletter.Config{Generations: store, Batches: store, Events: events, Logger: slog.New(slog.DiscardHandler)})
-	resp, err := h.Handle(ctx, eventsOf(job(stuck), job(ended)))
+	resp, err := h.Handle(ctx, eventsOf(job(stuck), legacyJob(stuckLegacy), job(ended)))
 	if err != nil || len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("Handle = %+v, %v", resp, err)
 	}
-	if b, _ := store.GetBatch(ctx, stuck.ID); b.Status != lull.BatchFailed || len(b.Errors) != 1 || b.Errors[0].Code != "internal_error" || b.FailedAt.IsZero() {
-		t.Fatalf("stuck batch after DLQ: %+v", b)
+	for _, s := range []*lull.Batch{stuck, stuckLegacy} {
+		if b, _ := store.GetBatch(ctx, s.ID); b.Status != lull.BatchFailed || len(b.Errors) != 1 || b.Errors[0].Code != "internal_error" || b.FailedAt.IsZero() {
+			t.Fatalf("stuck batch after DLQ: %+v", b)
+		}
 	}
 	if b, _ := store.GetBatch(ctx, ended.ID); b.Status != lull.BatchCompleted {
 		t.Fatalf("ended batch changed to %s", b.Status)
 	}
-	msgs, err := events.Receive(ctx, 10, time.Second, time.Minute)
-	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), `"type":"batch.failed"`) {
-		t.Fatalf("events sent: %v, %v", msgs, err)
+	var msgs []lull.Message
+	for len(msgs) < 2 {
+		got, err := events.Receive(ctx, 10, time.Second, time.Minute)
+		if err != nil || len(got) == 0 {
+			t.Fatalf("events sent: %v and then %v, %v", msgs, got, err)
+		}
+		msgs = append(msgs, got...)
+	}
+	for _, m := range msgs {
+		if !strings.Contains(string(m.Body), `"type":"batch.failed"`) {
+			t.Fatalf("event sent: %s", m.Body)
+		}
+	}
+	if extra, _ := events.Receive(ctx, 10, 0, time.Minute); len(extra) != 0 {
+		t.Fatalf("more events than the two failed batches: %v", extra)
 	}
 }
 
@@ -124,4 +149,16 @@ func newHandler(t *testing.T, cfg deadletter.Config) *deadletter.Handler {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestNewNamesMissingDependencies: a handler without its store or logger
+// fails at start-up, naming each missing field.
+func TestNewNamesMissingDependencies(t *testing.T) {
+	t.Parallel()
+	_, err := deadletter.New(deadletter.Config{})
+	for _, want := range []string{"Generations", "Logger"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New(empty) = %v; want an error naming %s", err, want)
+		}
+	}
 }
