@@ -52,7 +52,7 @@ func newEnv(t *testing.T) *env {
 		Generations: store, Keys: store, Blobs: s3.New(b.Clients.S3, bucket),
 		Queues: map[string]lull.Sender{model: queue}, MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
 		Logger:  slog.New(slog.DiscardHandler),
-		Batches: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
+		Batches: store, Files: store, Uploads: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
 	})
 	if err != nil {
 		t.Fatal(err)
