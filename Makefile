@@ -29,7 +29,7 @@ vet: ## go vet and gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^infra/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: test
-test: vet ## Run every test: runtime module with -race against in-process AND external emulators, then infra
+test: lint ## Run every test: lint, then the runtime module with -race against in-process AND external emulators, then infra
 	LULL_REQUIRE_EXTERNAL=1 bash localstack/scripts/emulators.sh run -- $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(MAKE) --no-print-directory test-infra
 
@@ -58,7 +58,8 @@ bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on 
 	$(GO) run ./localstack/cmd/lull-gatebench
 
 .PHONY: lint
-lint: vet ## Static checks
+lint: vet ## Static checks: go vet, gofmt and staticcheck (its version is pinned in go.mod's tool block)
+	$(GO) tool staticcheck $(PKGS)
 
 ifneq ($(wildcard infra/infra.mk),)
 include infra/infra.mk

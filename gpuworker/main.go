@@ -19,15 +19,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
+	"github.com/lull-ai/lull/gpuworker/awsworker"
 	"github.com/lull-ai/lull/gpuworker/imds"
 	"github.com/lull-ai/lull/gpuworker/lifecycle"
 	"github.com/lull-ai/lull/gpuworker/supervisor"
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/shared/awsclients"
-	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/envconfig"
 	"github.com/lull-ai/lull/shared/lull"
-	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/sqs"
 )
 
@@ -50,28 +49,19 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	engine := worker.NewEngine(cfg)
-	deps := worker.Deps{
-		Generations: dynamodb.New(clients.DynamoDB, cfg.Table),
-		Queue:       sqs.New(clients.SQS, cfg.QueueURL),
-		Blobs:       s3.New(clients.S3, cfg.Bucket),
-		Engine:      engine,
-		Logger:      log,
-	}
-	if cfg.EventsQueueURL != "" {
-		deps.Events = sqs.New(clients.SQS, cfg.EventsQueueURL)
-	}
+	engine := worker.NewEngine(cfg) // for the health wait; the worker has its own client
+	var opts awsworker.Options
 	if cfg.VLLMCommand != "" {
 		fields := strings.Fields(cfg.VLLMCommand)
 		sup := &supervisor.Supervisor{Command: fields[0], Args: fields[1:], HealthURL: strings.TrimRight(cfg.VLLMURL, "/") + "/health", Logger: log}
-		deps.EngineUp = sup.Healthy
+		opts.EngineUp = sup.Healthy
 		// The engine outlives the drain: it stops only after Run returns.
 		supCtx, stopSup := context.WithCancel(context.WithoutCancel(ctx))
 		supDone := make(chan struct{})
 		go func() { defer close(supDone); _ = sup.Run(supCtx) }()
 		defer func() { stopSup(); <-supDone }()
 	}
-	w, err := worker.New(cfg, deps)
+	w, err := awsworker.New(cfg, clients, log, opts)
 	if err != nil {
 		return err
 	}

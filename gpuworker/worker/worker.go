@@ -446,7 +446,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job 
 		w.finish(ctx, log, m, g.ID, lull.StatusFailed, lull.Outcome{Failure: &lull.Failure{Code: "invalid_request", Message: engineMessage(err)}})
 		return
 	}
-	key := fmt.Sprintf("outputs/%s/%s/%d.json", g.Tenant, g.ID, g.Attempts)
+	key := lull.OutputKey(g.Tenant, g.ID, g.Attempts)
 	if err := w.deps.Blobs.Put(runCtx, key, res.Body, "application/json"); err != nil {
 		log.WarnContext(ctx, "cannot store output; releasing", "err", err)
 		w.release(log, m, 5*time.Second, g.ID)

@@ -192,8 +192,8 @@ func (s *Service) fleet(m *Model) {
 		statement([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}, m.Queue.QueueArn()),
 		statement([]string{"sqs:SendMessage"}, s.Events.QueueArn()),
 		statement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, s.Table.TableArn()),
-		statement([]string{"s3:GetObject"}, s.objects("inputs/")),
-		statement([]string{"s3:PutObject"}, s.objects("outputs/")),
+		statement([]string{"s3:GetObject"}, s.objects(prefixInputs)),
+		statement([]string{"s3:PutObject"}, s.objects(prefixOutputs)),
 		statement([]string{"autoscaling:CompleteLifecycleAction"}, groupArn),
 		statement([]string{"s3:GetObject"}, worker.Bucket().ArnForObjects(worker.S3ObjectKey())),
 	} {

@@ -180,15 +180,15 @@ func (s *Service) storage() {
 		Versioned:         jsii.Bool(false),
 		LifecycleRules: &[]*awss3.LifecycleRule{
 			// Request bodies too large to travel inline.
-			rule("inputs", "inputs/", keep),
+			rule("inputs", prefixInputs, keep),
 			// Generation responses written by the workers.
-			rule("outputs", "outputs/", keep),
+			rule("outputs", prefixOutputs, keep),
 			// Batch API files (input JSONL, output and error files).
-			rule("files", "files/", s.props.FileRetention+24*time.Hour),
+			rule("files", prefixFiles, s.props.FileRetention+24*time.Hour),
 			// Parts of /v1/uploads uploads: an upload takes parts for an
 			// hour, and completion or cancel deletes them; this catches the
 			// abandoned ones.
-			rule("uploads", "uploads/", 48*time.Hour),
+			rule("uploads", prefixUploads, 48*time.Hour),
 		},
 		RemovalPolicy: s.removal(),
 	})
@@ -464,22 +464,22 @@ func (s *Service) grants() {
 	// api: every API call; deletes webhook endpoints; lists by gsi1.
 	add("api", statement(append(rw, "dynamodb:DeleteItem", "dynamodb:Query"), s.tableResources("gsi1")...))
 	add("api", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
-	add("api", statement([]string{"s3:PutObject", "s3:GetObject"}, s.objects("inputs/"), s.objects("files/")))
-	add("api", statement([]string{"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}, s.objects("uploads/")))
-	add("api", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
-	add("api", statement([]string{"s3:DeleteObject"}, s.objects("files/"), s.objects("outputs/")))
+	add("api", statement([]string{"s3:PutObject", "s3:GetObject"}, s.objects(prefixInputs), s.objects(prefixFiles)))
+	add("api", statement([]string{"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}, s.objects(prefixUploads)))
+	add("api", statement([]string{"s3:GetObject"}, s.objects(prefixOutputs)))
+	add("api", statement([]string{"s3:DeleteObject"}, s.objects(prefixFiles), s.objects(prefixOutputs)))
 
 	// webhooks: endpoints, deliveries, generations; reschedules on events.
 	add("webhooks", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi1")...))
 	add("webhooks", statement(send, s.Events.QueueArn(), s.Batch.QueueArn()))
-	add("webhooks", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
+	add("webhooks", statement([]string{"s3:GetObject"}, s.objects(prefixOutputs)))
 
 	// batch: splits input files into generations, writes output files.
 	add("batch", statement(append(rw, "dynamodb:Query", "dynamodb:BatchWriteItem"), s.tableResources("gsi1")...))
 	add("batch", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
-	add("batch", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects("files/")))
-	add("batch", statement([]string{"s3:PutObject"}, s.objects("inputs/")))
-	add("batch", statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, s.objects("outputs/")))
+	add("batch", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects(prefixFiles)))
+	add("batch", statement([]string{"s3:PutObject"}, s.objects(prefixInputs)))
+	add("batch", statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, s.objects(prefixOutputs)))
 
 	// scaler: queue depths and group capacities, the two sweeps. Its
 	// metrics are Embedded Metric Format lines in its own log group

@@ -4,6 +4,12 @@
 // simulator (or a real engine), the DLQ consumer through a local event-source
 // poller, and the sweeper on a ticker. `make run` and the integration tests
 // both use it.
+//
+// Every component is built by the same constructor its deployed binary calls
+// (apilambda, webhookslambda, batchlambda, dlqlambda, scalerlambda,
+// awsworker) from the same settings structs, filled from their defaults
+// (envconfig.Defaults) and the resources the stack creates; the stack
+// changes a setting only where Config asks it to.
 package devstack
 
 import (
@@ -11,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,20 +26,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lull-ai/lull/gpuworker/awsworker"
 	"github.com/lull-ai/lull/gpuworker/worker"
+	"github.com/lull-ai/lull/lambdas/api/apilambda"
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
-	"github.com/lull-ai/lull/lambdas/batch/batchjob"
-	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
-	"github.com/lull-ai/lull/lambdas/scaler/sweep"
-	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
+	"github.com/lull-ai/lull/lambdas/batch/batchlambda"
+	"github.com/lull-ai/lull/lambdas/dlq/dlqlambda"
+	"github.com/lull-ai/lull/lambdas/scaler/scalerlambda"
+	"github.com/lull-ai/lull/lambdas/webhooks/webhookslambda"
 	"github.com/lull-ai/lull/localstack/emulators"
 	"github.com/lull-ai/lull/localstack/poller"
 	"github.com/lull-ai/lull/localstack/vllmsim"
 	"github.com/lull-ai/lull/shared/awsclients"
 	"github.com/lull-ai/lull/shared/dynamodb"
+	"github.com/lull-ai/lull/shared/envconfig"
 	"github.com/lull-ai/lull/shared/lull"
-	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/settings"
 	"github.com/lull-ai/lull/shared/sqs"
 )
 
@@ -55,17 +65,24 @@ type Config struct {
 	Prefix string
 	// Workers is the number of GPU workers; 1 by default, -1 for none.
 	Workers int
-	// Gate is the workers' load gate: "fixed" (default) or "metrics".
+	// Gate is the workers' load gate ("fixed", "metrics" or "queue-depth");
+	// worker.Config's default when empty.
 	Gate string
-	// WorkerConcurrency is each worker's concurrency; 16 by default.
+	// WorkerConcurrency is each worker's concurrency; worker.Config's
+	// default when zero.
 	WorkerConcurrency int
-	// Visibility is the request queues' visibility timeout; 30s by default.
+	// DrainTimeout bounds how long a stopping worker lets generations
+	// finish; 30s by default (a dev stack stops sooner than a GPU instance).
+	DrainTimeout time.Duration
+	// Visibility is the request queues' visibility timeout, which the
+	// workers hold and extend; 30s by default.
 	Visibility time.Duration
 	// MaxReceives is how many receives a job gets before its DLQ; 5 by default.
 	MaxReceives int
 	// SweepEvery is the sweeper's period; 10s by default.
 	SweepEvery time.Duration
-	// SweepGrace is how old an unenqueued generation must be to be re-sent; 5s by default.
+	// SweepGrace is how old an unenqueued generation must be to be re-sent;
+	// 5s by default (sooner than a deployment re-sends).
 	SweepGrace time.Duration
 	// Sim configures the built-in vLLM simulator (its Model is set to Model).
 	Sim vllmsim.Config
@@ -73,11 +90,14 @@ type Config struct {
 	// loopback or private destinations). Off by default in the dev stack so
 	// a receiver on 127.0.0.1 works.
 	SecureWebhooks bool
-	// WebhookTimeScale speeds up the webhook retry schedule (1 = real time).
+	// WebhookTimeScale speeds up the webhook retry schedule (1 = real
+	// time); settings.Webhooks' default when zero.
 	WebhookTimeScale float64
-	// WebhookTimeout bounds one delivery attempt; 10s by default.
+	// WebhookTimeout bounds one delivery attempt; settings.Webhooks'
+	// default when zero.
 	WebhookTimeout time.Duration
-	// MinWindow is the shortest completion window clients may ask for; 1m by default.
+	// MinWindow is the shortest completion window clients may ask for;
+	// settings.API's default when zero.
 	MinWindow time.Duration
 	Logger    *slog.Logger
 }
@@ -88,12 +108,11 @@ func (c *Config) withDefaults() {
 	c.Model = cmp.Or(c.Model, "lull-sim-1")
 	c.Prefix = cmp.Or(c.Prefix, "lull-dev")
 	c.Workers = cmp.Or(c.Workers, 1)
-	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, 16)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, 30*time.Second)
 	c.Visibility = cmp.Or(c.Visibility, 30*time.Second)
 	c.MaxReceives = cmp.Or(c.MaxReceives, 5)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 10*time.Second)
 	c.SweepGrace = cmp.Or(c.SweepGrace, 5*time.Second)
-	c.WebhookTimeout = cmp.Or(c.WebhookTimeout, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -118,10 +137,11 @@ type Stack struct {
 	QueueURL, DLQURL, EventsURL, EventsDLQURL string
 	BatchURL, BatchDLQURL                     string
 	API                                       *httpapi.Server
-	// Guard is the SSRF guard of the API and the webhook dispatcher.
-	Guard *netguard.Guard
 
-	emu     *emulators.Emulators
+	emu       *emulators.Emulators
+	workerCfg worker.Config
+	// runCtx ends when the stack closes; every component runs on it.
+	runCtx  context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	srv     *http.Server
@@ -129,6 +149,9 @@ type Stack struct {
 	workers []*worker.Worker
 	mu      sync.Mutex
 }
+
+// Config returns the stack's configuration with its defaults applied.
+func (s *Stack) Config() Config { return s.cfg }
 
 var slugRE = regexp.MustCompile(`[^a-zA-Z0-9_-]+`)
 
@@ -184,11 +207,8 @@ func (s *Stack) start(ctx context.Context) error {
 		return err
 	}
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	events := sqs.New(s.Clients.SQS, s.EventsURL)
-	batchQ := sqs.New(s.Clients.SQS, s.BatchURL)
-	counter := batchjob.Counter{Batches: s.Store, Generations: s.Store, BatchQueue: batchQ, Logger: log}
+	s.runCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	runCtx := s.runCtx
 
 	// The engine: the simulator unless an external one is named.
 	s.EngineURL = cfg.VLLMURL
@@ -203,20 +223,49 @@ func (s *Stack) start(ctx context.Context) error {
 		}
 	}
 
+	// Every component's settings: its defaults, this stack's resources, and
+	// what cfg asks to change.
+	storage := settings.Storage{Table: s.Table, Bucket: s.Bucket}
+	queues := settings.Queues{ModelQueues: map[string]string{cfg.Model: s.QueueURL}, EventsQueueURL: s.EventsURL, BatchQueueURL: s.BatchURL}
+	var (
+		apiCfg    settings.API
+		hooksCfg  settings.Webhooks
+		batchCfg  settings.Batch
+		dlqCfg    settings.DLQ
+		scalerCfg settings.Scaler
+	)
+	for _, c := range []any{&apiCfg, &hooksCfg, &batchCfg, &dlqCfg, &scalerCfg, &s.workerCfg} {
+		if err := envconfig.Defaults(c); err != nil {
+			return err
+		}
+	}
+	apiCfg.Storage, apiCfg.Queues = storage, queues
+	apiCfg.AllowInsecureWebhooks = !cfg.SecureWebhooks
+	apiCfg.MinWindow = cmp.Or(cfg.MinWindow, apiCfg.MinWindow)
+	hooksCfg.Storage, hooksCfg.EventsQueueURL, hooksCfg.BatchQueueURL = storage, s.EventsURL, s.BatchURL
+	hooksCfg.AllowInsecureWebhooks = !cfg.SecureWebhooks
+	hooksCfg.TimeScale = cmp.Or(cfg.WebhookTimeScale, hooksCfg.TimeScale)
+	hooksCfg.Timeout = cmp.Or(cfg.WebhookTimeout, hooksCfg.Timeout)
+	batchCfg.Storage, batchCfg.Queues = storage, queues
+	dlqCfg.Storage, dlqCfg.EventsQueueURL = storage, s.EventsURL
+	scalerCfg.Storage, scalerCfg.Queues = storage, queues
+	scalerCfg.SweepGrace = cfg.SweepGrace
+	w := &s.workerCfg
+	w.Model, w.QueueURL, w.EventsQueueURL, w.Table, w.Bucket = cfg.Model, s.QueueURL, s.EventsURL, s.Table, s.Bucket
+	w.VLLMURL, w.Visibility, w.DrainTimeout = s.EngineURL, cfg.Visibility, cfg.DrainTimeout
+	w.Concurrency = cmp.Or(cfg.WorkerConcurrency, w.Concurrency)
+	w.Gate = cmp.Or(cfg.Gate, w.Gate)
+	// Worker processes started from WorkerEnv must not fight over a port.
+	w.MetricsAddr = "127.0.0.1:0"
+
 	// The API.
-	s.Guard = &netguard.Guard{AllowInsecure: !cfg.SecureWebhooks}
-	s.API, err = httpapi.New(httpapi.Config{
-		Generations: s.Store, Keys: s.Store, Blobs: s.Blobs,
-		Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
-		Logger: log, MinWindow: cfg.MinWindow, Webhooks: s.Store, Guard: s.Guard, Events: events,
-		Batches: s.Store, BatchQueue: batchQ,
-	})
-	if err != nil {
+	if s.API, err = apilambda.New(apiCfg, s.Clients, log); err != nil {
 		return err
 	}
 	if s.URL, s.srv, err = serve(cfg.APIAddr, s.API); err != nil {
 		return err
 	}
+	hooksCfg.PublicURL = s.URL
 
 	// Workers.
 	for range max(cfg.Workers, 0) {
@@ -227,11 +276,11 @@ func (s *Stack) start(ctx context.Context) error {
 
 	// The webhook dispatcher on the events queue, as Lambda's event source
 	// mapping would run it.
-	hooks := &delivery.Handler{
-		Webhooks: s.Store, Generations: s.Store, Blobs: s.Blobs, Events: events,
-		Client: s.Guard.Client(cfg.WebhookTimeout), Logger: log, Now: time.Now,
-		TimeScale: cfg.WebhookTimeScale, PublicURL: s.URL, Batches: s.Store, Lines: &counter,
+	hooks, err := webhookslambda.New(hooksCfg, s.Clients, log)
+	if err != nil {
+		return err
 	}
+	events := sqs.New(s.Clients.SQS, s.EventsURL)
 	for range 4 { // concurrent invocations, as Lambda scales an SQS event source
 		s.goRun(func() {
 			(&poller.Poller{Name: "webhooks", Queue: events, Handler: hooks.Handle, Logger: log, Visibility: 60 * time.Second}).Run(runCtx)
@@ -241,26 +290,30 @@ func (s *Stack) start(ctx context.Context) error {
 	// The batch Lambda on the batch queue, one job at a time as the deployed
 	// event source mapping runs it (batch size 1). One poller: idle pollers
 	// cost the in-process SQS a short poll every 20 ms each.
-	batches := &batchjob.Handler{
-		Counter: counter, Blobs: s.Blobs, Events: events, Now: time.Now,
-		Queues: map[string]lull.BatchSender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+	batches, err := batchlambda.New(batchCfg, s.Clients, log)
+	if err != nil {
+		return err
 	}
 	s.goRun(func() {
-		(&poller.Poller{Name: "batch", Queue: batchQ, Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
+		(&poller.Poller{Name: "batch", Queue: sqs.New(s.Clients.SQS, s.BatchURL), Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
 	})
 
 	// The DLQ consumer, through a local event-source poller.
-	dlq := &deadletter.Handler{Generations: s.Store, Batches: s.Store, Events: events, Logger: log, Now: time.Now}
+	dlq, err := dlqlambda.New(dlqCfg, s.Clients, log)
+	if err != nil {
+		return err
+	}
 	for _, url := range []string{s.DLQURL, s.BatchDLQURL} {
 		s.goRun(func() {
 			(&poller.Poller{Name: "dlq", Queue: sqs.New(s.Clients.SQS, url), Handler: dlq.Handle, Logger: log}).Run(runCtx)
 		})
 	}
 
-	// The sweeper on a ticker, as EventBridge runs the scaler Lambda.
-	sw := &sweep.Sweeper{
-		Generations: s.Store, Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
-		Events: events, Logger: log, Now: time.Now, Grace: cfg.SweepGrace,
+	// The sweeper on a ticker, as EventBridge runs the scaler Lambda (whose
+	// scaling step has no Auto Scaling groups to read here).
+	scaler, err := scalerlambda.New(scalerCfg, s.Clients, log, io.Discard)
+	if err != nil {
+		return err
 	}
 	s.goRun(func() {
 		t := time.NewTicker(cfg.SweepEvery)
@@ -270,7 +323,7 @@ func (s *Stack) start(ctx context.Context) error {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
-				if _, err := sw.Sweep(runCtx); err != nil && runCtx.Err() == nil {
+				if _, err := scaler.Sweeper.Sweep(runCtx); err != nil && runCtx.Err() == nil {
 					log.Warn("sweep failed", "err", err)
 				}
 			}
@@ -281,50 +334,44 @@ func (s *Stack) start(ctx context.Context) error {
 
 func (s *Stack) goRun(f func()) { s.wg.Go(f) }
 
-// WorkerConfig returns the configuration a worker of this stack runs with.
-func (s *Stack) WorkerConfig() worker.Config {
-	return worker.Config{
-		Model: s.cfg.Model, QueueURL: s.QueueURL, EventsQueueURL: s.EventsURL, Table: s.Table, Bucket: s.Bucket,
-		VLLMURL: s.EngineURL, Concurrency: s.cfg.WorkerConcurrency, Visibility: s.cfg.Visibility,
-		RequestTimeout: 10 * time.Minute, EngineRetries: 3, DrainTimeout: 30 * time.Second,
-		Gate: cmp.Or(s.cfg.Gate, "fixed"), GateTarget: 64, GateKVHigh: 0.9, GateInterval: 200 * time.Millisecond,
-	}
-}
+// WorkerConfig returns the configuration a worker of this stack runs with:
+// worker.Config's defaults, this stack's resources and engine, and what
+// Config asks to change.
+func (s *Stack) WorkerConfig() worker.Config { return s.workerCfg }
 
 // WorkerEnv returns the environment a separate gpuworker process needs to
-// join this stack (used by tests that kill a worker process).
+// join this stack (used by tests that kill a worker process): WorkerConfig
+// as the worker reads it (envconfig.Environ), and the stack's AWS endpoints.
 func (s *Stack) WorkerEnv() []string {
-	c := s.WorkerConfig()
-	return []string{
-		"LULL_MODEL=" + c.Model, "LULL_QUEUE_URL=" + c.QueueURL, "LULL_EVENTS_QUEUE_URL=" + c.EventsQueueURL,
-		"LULL_TABLE=" + c.Table, "LULL_BUCKET=" + c.Bucket, "VLLM_URL=" + c.VLLMURL,
-		fmt.Sprintf("LULL_CONCURRENCY=%d", c.Concurrency), "LULL_VISIBILITY_TIMEOUT=" + c.Visibility.String(),
-		"LULL_METRICS_ADDR=127.0.0.1:0", "LULL_DRAIN_TIMEOUT=10s",
-		"AWS_ENDPOINT_URL_DYNAMODB=" + s.Endpoints.DynamoDB, "AWS_ENDPOINT_URL_SQS=" + s.Endpoints.SQS,
-		"AWS_ENDPOINT_URL_S3=" + s.Endpoints.S3, "AWS_REGION=us-east-1",
-		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test",
-	}
+	return append(envconfig.Environ(s.WorkerConfig()),
+		"AWS_ENDPOINT_URL_DYNAMODB="+s.Endpoints.DynamoDB, "AWS_ENDPOINT_URL_SQS="+s.Endpoints.SQS,
+		"AWS_ENDPOINT_URL_S3="+s.Endpoints.S3, "AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test")
 }
 
-// StartWorker starts one more in-process worker that runs until ctx ends or
-// the stack closes. change, when non-nil, adjusts its configuration.
+// StartWorker starts one more in-process worker, built as the gpuworker
+// command builds it (awsworker.New), that runs until ctx ends or the stack
+// closes, whichever comes first. change, when non-nil, adjusts its
+// configuration.
 func (s *Stack) StartWorker(ctx context.Context, change func(*worker.Config)) (*worker.Worker, error) {
 	cfg := s.WorkerConfig()
 	if change != nil {
 		change(&cfg)
 	}
-	engine := worker.NewEngine(cfg)
-	w, err := worker.New(cfg, worker.Deps{
-		Generations: s.Store, Queue: sqs.New(s.Clients.SQS, cfg.QueueURL), Events: sqs.New(s.Clients.SQS, cfg.EventsQueueURL),
-		Blobs: s.Blobs, Engine: engine, Logger: s.cfg.Logger,
-	})
+	w, err := awsworker.New(cfg, s.Clients, s.cfg.Logger, awsworker.Options{})
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	s.workers = append(s.workers, w)
 	s.mu.Unlock()
-	s.goRun(func() { _ = w.Run(ctx) })
+	wctx, stop := context.WithCancel(s.runCtx)
+	stopWithCaller := context.AfterFunc(ctx, stop)
+	s.goRun(func() {
+		defer stopWithCaller()
+		defer stop()
+		_ = w.Run(wctx)
+	})
 	return w, nil
 }
 

@@ -52,7 +52,7 @@ func Announce(ctx context.Context, events lull.Sender, g *lull.Generation) error
 // SendBatchJob puts the job of kind for b on the batch queue q, grouped by
 // tenant. Batch jobs are idempotent, so sending one twice is harmless.
 func SendBatchJob(ctx context.Context, q lull.Sender, kind string, b *lull.Batch) error {
-	body, err := json.Marshal(lull.BatchJob{Kind: kind, BatchID: b.ID, Tenant: b.Tenant})
+	body, err := json.Marshal(lull.BatchJobFor(kind, b))
 	if err != nil {
 		return fmt.Errorf("dispatch: marshal %s job for %s: %w", kind, b.ID, err)
 	}

@@ -1,7 +1,8 @@
 // Package dynamodb stores lull's state in one DynamoDB table: generations,
 // idempotency keys, API keys, webhooks, files, uploads and batches. It
-// implements lull.Generations, lull.APIKeys, lull.Webhooks and lull.Batches
-// over aws-sdk-go-v2.
+// implements lull.Generations, lull.APIKeys, lull.Webhooks, lull.Files,
+// lull.Uploads, lull.Batches and lull.BatchLines over aws-sdk-go-v2, one
+// file per entity.
 //
 // Layout (pk, sk): GEN#<id>/GEN, IDEM#<tenant>#<key>/IDEM, KEY#<sha256>/KEY,
 // WH#<id>/WH (with its deliveries DLV#<id> and attempts DLV#<id>#A#<n>),
@@ -161,4 +162,32 @@ func wrap(err error, format string, args ...any) error {
 		}
 	}
 	return fmt.Errorf("dynamodb: %s: %w", msg, err)
+}
+
+// page runs the query until limit items passed to add, and reports whether
+// more exist. Without a filter it asks for no more than it needs.
+func (s *Store) page(ctx context.Context, in *ddb.QueryInput, limit int, add func(map[string]types.AttributeValue) error) (bool, error) {
+	count := 0
+	for {
+		if in.FilterExpression == nil {
+			in.Limit = aws.Int32(int32(limit + 1 - count))
+		}
+		out, err := s.c.Query(ctx, in)
+		if err != nil {
+			return false, err
+		}
+		for _, item := range out.Items {
+			if count == limit {
+				return true, nil
+			}
+			if err := add(item); err != nil {
+				return false, err
+			}
+			count++
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return false, nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
 }

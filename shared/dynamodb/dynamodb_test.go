@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/storetest"
@@ -11,7 +12,7 @@ import (
 
 func TestStore(t *testing.T) {
 	t.Parallel()
-	for _, b := range storetest.Backends(t) {
+	for _, b := range emutest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			s := dynamodb.New(b.Clients.DynamoDB, "lull-test-"+lull.NewID("t"))

@@ -9,6 +9,9 @@
 // Supported field kinds are string, bool, int, float64, time.Duration and
 // map[string]string (JSON object). Embedded structs must be exported types. Names lists the variables a struct reads,
 // so deployment code can check that it sets exactly what a binary reads.
+// Defaults fills a struct from its default tags alone (the dev stack starts
+// from them), and Environ turns a filled struct back into the environment
+// that loads it (for a child process).
 package envconfig
 
 import (
@@ -58,6 +61,19 @@ func Names(cfg any) []string {
 // os.LookupEnv), falling back to the default tag. It returns an error naming
 // every missing required variable and every value that does not parse.
 func Load(cfg any, lookup func(string) (string, bool)) error {
+	return load(cfg, lookup, true)
+}
+
+// Defaults sets each tagged field of the struct cfg points to from its
+// default tag, as Load does with an empty environment, but without
+// requiring the required ones: the caller sets those itself (the dev stack
+// names the resources it creates). Fields without a default are left as
+// they are. It returns an error only for a default that does not parse.
+func Defaults(cfg any) error {
+	return load(cfg, func(string) (string, bool) { return "", false }, false)
+}
+
+func load(cfg any, lookup func(string) (string, bool), checkRequired bool) error {
 	rv := reflect.ValueOf(cfg)
 	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
 		return errors.New("envconfig: Load needs a pointer to a struct")
@@ -70,7 +86,7 @@ func Load(cfg any, lookup func(string) (string, bool)) error {
 			raw, ok = f.Tag.Get("default"), f.Tag.Get("default") != ""
 		}
 		if !ok {
-			if f.Tag.Get("required") == "true" {
+			if checkRequired && f.Tag.Get("required") == "true" {
 				errs = append(errs, fmt.Errorf("%s is required", name))
 			}
 			return nil
@@ -84,6 +100,47 @@ func Load(cfg any, lookup func(string) (string, bool)) error {
 		return fmt.Errorf("envconfig: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// Environ returns the environment ("NAME=value" entries, in field order)
+// that Load reads back into a struct equal to cfg (a struct or a pointer to
+// one): every tagged field, formatted as Load parses it. Empty strings and
+// nil maps are left out; Load treats them as unset, so such a field loads
+// as its default.
+func Environ(cfg any) []string {
+	var out []string
+	walk(reflect.Indirect(reflect.ValueOf(cfg)), func(f reflect.StructField, v reflect.Value) error {
+		raw, ok := format(v)
+		if ok {
+			out = append(out, f.Tag.Get("env")+"="+raw)
+		}
+		return nil
+	})
+	return out
+}
+
+// format is the inverse of set; false when the value is unset (an empty
+// string or map) or of a kind set does not support.
+func format(v reflect.Value) (string, bool) {
+	switch {
+	case v.Type() == reflect.TypeFor[time.Duration]():
+		return time.Duration(v.Int()).String(), true
+	case v.Kind() == reflect.String:
+		return v.String(), v.Len() > 0
+	case v.Kind() == reflect.Bool:
+		return strconv.FormatBool(v.Bool()), true
+	case v.Kind() == reflect.Int:
+		return strconv.FormatInt(v.Int(), 10), true
+	case v.Kind() == reflect.Float64:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64), true
+	case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String && v.Type().Elem().Kind() == reflect.String:
+		if v.Len() == 0 {
+			return "", false
+		}
+		b, err := json.Marshal(v.Interface())
+		return string(b), err == nil
+	}
+	return "", false
 }
 
 func walk(v reflect.Value, fn func(reflect.StructField, reflect.Value) error) {

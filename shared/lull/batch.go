@@ -9,65 +9,6 @@ import (
 	"time"
 )
 
-// File is an uploaded or generated file (OpenAI's file object).
-type File struct {
-	ID        string
-	Tenant    string
-	Purpose   string // "batch" for input files, "batch_output" for output and error files
-	Filename  string
-	Bytes     int64
-	CreatedAt time.Time
-	// Key names the blob holding the content.
-	Key string
-}
-
-// File purposes.
-const (
-	PurposeBatch       = "batch"
-	PurposeBatchOutput = "batch_output"
-)
-
-// FileListOptions selects a page of a tenant's files, newest first.
-type FileListOptions struct {
-	Limit   int    // 1..10000
-	After   string // files older than this ID
-	Purpose string // only this purpose, when set
-}
-
-// UploadStatus is where an upload is (OpenAI's Upload object).
-type UploadStatus string
-
-// Upload statuses: pending → completed | cancelled | expired.
-const (
-	UploadPending   UploadStatus = "pending"
-	UploadCompleted UploadStatus = "completed"
-	UploadCancelled UploadStatus = "cancelled"
-	UploadExpired   UploadStatus = "expired"
-)
-
-// UploadPart is one part added to an upload.
-type UploadPart struct {
-	ID        string
-	Bytes     int64
-	CreatedAt time.Time
-	Key       string // blob holding the part
-}
-
-// Upload is a file sent in parts (OpenAI's Uploads API).
-type Upload struct {
-	ID        string
-	Tenant    string
-	Filename  string
-	Purpose   string
-	MimeType  string
-	Bytes     int64 // the size the client announced
-	Status    UploadStatus
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	Parts     []UploadPart
-	FileID    string // set once completed
-}
-
 // BatchStatus is where a batch is in its lifecycle (OpenAI's statuses).
 type BatchStatus string
 
@@ -92,6 +33,14 @@ func (s BatchStatus) Terminal() bool {
 		return true
 	}
 	return false
+}
+
+// ReadyToFinalize reports whether every line of b is stored and has ended,
+// and b still waits for its finalize job. (A batch already finalizing has
+// its job: SQS redelivers it if the run that took it dies.)
+func (b *Batch) ReadyToFinalize() bool {
+	return b.SplitDone && b.Completed+b.Failed >= b.Total &&
+		(b.Status == BatchInProgress || b.Status == BatchCancelling)
 }
 
 // BatchError is one reason a batch failed validation, OpenAI-style.
@@ -151,29 +100,8 @@ type BatchChange struct {
 	CancelRequested bool
 }
 
-// Batches stores files, uploads and batches, and counts a batch's lines.
+// Batches stores batches and their progress.
 type Batches interface {
-	// CreateFile stores a new file record; ECONFLICT when the ID exists.
-	CreateFile(ctx context.Context, f *File) error
-	// GetFile returns the file or ENOTFOUND.
-	GetFile(ctx context.Context, id string) (*File, error)
-	// ListFiles returns a page of the tenant's files, newest first, and
-	// whether more exist.
-	ListFiles(ctx context.Context, tenant string, opts FileListOptions) ([]*File, bool, error)
-	// DeleteFile removes the file record; ENOTFOUND when missing.
-	DeleteFile(ctx context.Context, id string) error
-
-	// CreateUpload stores a new upload.
-	CreateUpload(ctx context.Context, u *Upload) error
-	// GetUpload returns the upload with its parts, or ENOTFOUND.
-	GetUpload(ctx context.Context, id string) (*Upload, error)
-	// AddUploadPart records a part of a pending upload; ECONFLICT when the
-	// upload is no longer pending.
-	AddUploadPart(ctx context.Context, uploadID string, p UploadPart) error
-	// FinishUpload moves a pending upload to status (completed with fileID,
-	// or cancelled); ECONFLICT when it is no longer pending.
-	FinishUpload(ctx context.Context, id string, status UploadStatus, fileID string) (*Upload, error)
-
 	// CreateBatch stores a new batch.
 	CreateBatch(ctx context.Context, b *Batch) error
 	// CreateBatchOnce stores b unless the tenant used idemKey for a batch
@@ -194,10 +122,11 @@ type Batches interface {
 	// SetSplitProgress records that the first created lines are stored and
 	// enqueued, and whether that is all of them.
 	SetSplitProgress(ctx context.Context, id string, created int, done bool) error
-	// CountLine adds the terminal line gen to its batch's Completed (when
-	// its status is completed) or Failed count, once: counted is false when
-	// the line was already counted. It returns the batch after counting.
-	CountLine(ctx context.Context, gen *Generation) (b *Batch, counted bool, err error)
+}
+
+// BatchLines stores a batch's lines (generations with a BatchID) and counts
+// them as they end.
+type BatchLines interface {
 	// CreateLines stores new batch lines in few calls, without the
 	// existence check of Generations.Create: the caller guarantees that
 	// none of them was stored before (a line overwritten after a worker
@@ -207,6 +136,10 @@ type Batches interface {
 	// cursor ("" for the first page) and the cursor of the next page ("" at
 	// the end).
 	Lines(ctx context.Context, batchID, cursor string, limit int) ([]*Generation, string, error)
+	// CountLine adds the terminal line gen to its batch's Completed (when
+	// its status is completed) or Failed count, once: counted is false when
+	// the line was already counted. It returns the batch after counting.
+	CountLine(ctx context.Context, gen *Generation) (b *Batch, counted bool, err error)
 }
 
 // Batch job kinds, the messages on the batch queue.
@@ -218,9 +151,26 @@ const (
 
 // BatchJob is the body of a message on the batch queue.
 type BatchJob struct {
+	// MessageKind is KindBatchJob (empty in messages sent by older versions).
+	MessageKind string `json:"message_kind,omitempty"`
+	// Kind is the step: BatchJobSplit, BatchJobCancel or BatchJobFinalize.
 	Kind    string `json:"kind"`
 	BatchID string `json:"batch_id"`
 	Tenant  string `json:"tenant"`
+}
+
+// BatchJobFor returns the job of kind (BatchJobSplit, …) for b.
+func BatchJobFor(kind string, b *Batch) BatchJob {
+	return BatchJob{MessageKind: KindBatchJob, Kind: kind, BatchID: b.ID, Tenant: b.Tenant}
+}
+
+// LineCounter counts a batch's lines as they end. The webhook dispatcher
+// hands it every generation event of a batch line (such events are counted,
+// never delivered).
+type LineCounter interface {
+	// LineDone counts the line whose generation ev announces, once, and asks
+	// for the batch to be finalized when it was the last.
+	LineDone(ctx context.Context, ev Event) error
 }
 
 // Batch event types.

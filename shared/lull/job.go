@@ -2,14 +2,55 @@ package lull
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 )
+
+// Message kinds: what the message_kind field of a request-queue or
+// batch-queue message declares, so that a consumer of both (the
+// dead-letter consumer) tells them apart by a declared kind.
+const (
+	KindJob      = "job"       // a Job, on a model's request queue
+	KindBatchJob = "batch_job" // a BatchJob, on the batch queue
+)
+
+// MessageKindOf returns the kind a queue message body declares (KindJob or
+// KindBatchJob). Messages sent before kinds were declared carry none; they
+// are told apart by their required fields (a batch job has kind and
+// batch_id, a job generation_id) so that messages already queued at an
+// upgrade are still understood. It fails for a body that is not a JSON
+// object or that declares or shows no known kind.
+func MessageKindOf(body []byte) (string, error) {
+	var m struct {
+		MessageKind  string `json:"message_kind"`
+		Kind         string `json:"kind"`
+		BatchID      string `json:"batch_id"`
+		GenerationID string `json:"generation_id"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return "", fmt.Errorf("lull: message body: %w", err)
+	}
+	switch {
+	case m.MessageKind == KindJob || m.MessageKind == KindBatchJob:
+		return m.MessageKind, nil
+	case m.MessageKind != "":
+		return "", fmt.Errorf("lull: unknown message kind %q", m.MessageKind)
+	case m.Kind != "" && m.BatchID != "": // before message_kind
+		return KindBatchJob, nil
+	case m.GenerationID != "": // before message_kind
+		return KindJob, nil
+	}
+	return "", fmt.Errorf("lull: message declares no kind")
+}
 
 // Job is the body of a message on a model's request queue. It carries what a
 // worker needs to run the generation without a read: the request itself when
 // it is small (else RequestKey names the blob). The generation's state in the
 // store remains the source of truth.
 type Job struct {
+	// MessageKind is KindJob (empty in messages sent by older versions).
+	MessageKind  string          `json:"message_kind,omitempty"`
 	GenerationID string          `json:"generation_id"`
 	Tenant       string          `json:"tenant"`
 	Model        string          `json:"model"`
@@ -22,7 +63,7 @@ type Job struct {
 // JobFor returns the job that runs g.
 func JobFor(g *Generation) Job {
 	return Job{
-		GenerationID: g.ID, Tenant: g.Tenant, Model: g.Model, Endpoint: g.Endpoint,
+		MessageKind: KindJob, GenerationID: g.ID, Tenant: g.Tenant, Model: g.Model, Endpoint: g.Endpoint,
 		Request: g.Request, RequestKey: g.RequestKey, ExpiresAt: g.ExpiresAt,
 	}
 }
@@ -63,11 +104,12 @@ type Event struct {
 }
 
 // EventFor returns the event announcing g's terminal status. Its ID depends
-// only on the generation and the type, so every re-send has the same ID.
+// only on the generation and the status, so every re-send has the same ID;
+// the generation ID's "gen_" prefix, when present, is left out of it.
 func EventFor(g *Generation) Event {
 	typ := EventTypeFor(g.Status)
 	return Event{
-		ID: "evt_" + g.ID[len("gen_"):] + "_" + string(g.Status), Type: typ, Tenant: g.Tenant,
+		ID: "evt_" + strings.TrimPrefix(g.ID, "gen_") + "_" + string(g.Status), Type: typ, Tenant: g.Tenant,
 		GenerationID: g.ID, BatchID: g.BatchID, WebhookID: g.WebhookID, CreatedAt: g.CompletedAt,
 	}
 }

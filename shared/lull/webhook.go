@@ -82,6 +82,17 @@ type Attempt struct {
 	Error      string
 }
 
+// DeliveryTask is the body of a message on the events queue: a fresh event
+// (Attempt 0, no DeliveryID), or a scheduled attempt of one delivery. The
+// webhook dispatcher consumes them; it and the API's manual retry send the
+// scheduled ones.
+type DeliveryTask struct {
+	Event
+	DeliveryID string    `json:"delivery_id,omitempty"`
+	Attempt    int       `json:"attempt,omitempty"`
+	DueAt      time.Time `json:"due_at,omitzero"`
+}
+
 // Webhooks stores webhook endpoints and their deliveries.
 type Webhooks interface {
 	// CreateWebhook stores a new endpoint.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/storetest"
@@ -11,7 +12,7 @@ import (
 
 func TestBlobs(t *testing.T) {
 	t.Parallel()
-	for _, b := range storetest.Backends(t) {
+	for _, b := range emutest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			bucket := "lull-test-" + lull.NewID("b")[2:12]

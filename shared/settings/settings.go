@@ -1,6 +1,9 @@
 // Package settings declares the environment each lull Lambda reads. The
 // structs are loaded with envconfig; infra sets exactly these variables, and
 // its tests compare against envconfig.Names of each struct so names cannot drift.
+// Each Lambda's constructor (lambdas/<name>/<name>lambda) takes its struct;
+// the dev stack fills the same structs from their defaults
+// (envconfig.Defaults) and the resources it creates.
 package settings
 
 import "time"
@@ -24,6 +27,7 @@ type API struct {
 	Storage
 	Queues
 	DefaultWindow         time.Duration `env:"LULL_DEFAULT_COMPLETION_WINDOW" default:"24h" doc:"completion window when a request names none"`
+	MinWindow             time.Duration `env:"LULL_MIN_COMPLETION_WINDOW" default:"1m" doc:"shortest completion window a request may ask for"`
 	MaxWindow             time.Duration `env:"LULL_MAX_COMPLETION_WINDOW" default:"168h" doc:"longest completion window a request may ask for"`
 	MaxBodyBytes          int           `env:"LULL_MAX_BODY_BYTES" default:"2097152" doc:"largest accepted request body"`
 	Retention             time.Duration `env:"LULL_RETENTION" default:"720h" doc:"how long finished generations are kept (DynamoDB TTL)"`
@@ -39,6 +43,7 @@ type Webhooks struct {
 	MaxPayloadBytes       int           `env:"LULL_WEBHOOK_MAX_PAYLOAD" default:"262144" doc:"larger generations are delivered without the response, with a link"`
 	PublicURL             string        `env:"LULL_PUBLIC_URL" doc:"the API's public base URL, for links in webhook payloads"`
 	BatchQueueURL         string        `env:"LULL_BATCH_QUEUE_URL" doc:"batch jobs queue URL: batch lines are counted here and the last one queues the finalize job; empty disables"`
+	TimeScale             float64       `env:"LULL_WEBHOOK_TIME_SCALE" default:"1" doc:"multiplies the retry schedule and Retry-After waits; below 1 only for tests and demos"`
 }
 
 // Batch is the configuration of lambdas/batch. BatchQueueURL is required
@@ -54,7 +59,8 @@ type Scaler struct {
 	Queues
 	MetricNamespace string `env:"LULL_METRIC_NAMESPACE" default:"Lull" doc:"CloudWatch namespace of the scaling metrics (BacklogPerInstance, UnservedBacklog)"`
 	// ASGNames maps each served model name to its Auto Scaling group name.
-	ASGNames map[string]string `env:"LULL_ASG_NAMES" doc:"JSON object: model name -> Auto Scaling group name"`
+	ASGNames   map[string]string `env:"LULL_ASG_NAMES" doc:"JSON object: model name -> Auto Scaling group name"`
+	SweepGrace time.Duration     `env:"LULL_SWEEP_GRACE" default:"30s" doc:"how old an accepted-but-unenqueued generation must be before the sweep re-sends it (the API's own send is not raced)"`
 }
 
 // DLQ is the configuration of lambdas/dlq, which fails generations whose

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
 	"github.com/lull-ai/lull/shared/storetest"
@@ -12,7 +13,7 @@ import (
 
 func TestQueue(t *testing.T) {
 	t.Parallel()
-	for _, b := range storetest.Backends(t) {
+	for _, b := range emutest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			storetest.Queue(t, storetest.QueueQuirks{StaticReceiveCount: b.Name == "inprocess"}, func(t *testing.T, maxReceives int) (lull.Queue, lull.Queue) {

@@ -24,9 +24,19 @@ func newBatch(tenant string, created time.Time) *lull.Batch {
 	}
 }
 
-// Batches runs the suite for lull.Batches. gens must be the same store's
-// lull.Generations: a batch's lines are generations.
-func Batches(t *testing.T, s lull.Batches, gens lull.Generations) {
+// BatchStore is what the batch suite needs: files, uploads, batches and
+// their lines, as one store keeps them.
+type BatchStore interface {
+	lull.Files
+	lull.Uploads
+	lull.Batches
+	lull.BatchLines
+}
+
+// Batches runs the suite for lull.Files, lull.Uploads, lull.Batches and
+// lull.BatchLines. gens must be the same store's lull.Generations: a
+// batch's lines are generations.
+func Batches(t *testing.T, s BatchStore, gens lull.Generations) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 

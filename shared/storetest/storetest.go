@@ -1,6 +1,9 @@
 // Package storetest is one test suite for every implementation of lull's
-// storage and queue interfaces. Adapter packages run it against the
-// in-process emulators and against the higher-fidelity external emulators.
+// storage and queue interfaces. It takes the implementation from the caller
+// (a ready store, or a factory where each subtest needs its own queue) and
+// knows nothing of emulators: the adapter packages' tests run it against
+// every backend that localstack/emutest gives them, the in-process
+// emulators and the higher-fidelity external ones.
 package storetest
 
 import (

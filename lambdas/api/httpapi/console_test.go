@@ -12,9 +12,9 @@ import (
 
 	"github.com/lull-ai/lull/lambdas/api/console"
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/s3"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 // discardSender is a queue nobody reads: the console routes send nothing.
@@ -27,7 +27,7 @@ func (discardSender) Send(context.Context, []byte, string, time.Duration) error 
 // before.
 func TestConsoleMounted(t *testing.T) {
 	t.Parallel()
-	store, b := storetest.Table(t, "console")
+	store, b := emutest.Table(t, "console")
 	srv, err := httpapi.New(httpapi.Config{
 		Generations: store, Keys: store, Blobs: s3.New(b.Clients.S3, "unused"),
 		Queues: map[string]lull.Sender{"m": discardSender{}}, Logger: slog.New(slog.DiscardHandler),

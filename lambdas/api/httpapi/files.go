@@ -28,8 +28,6 @@ func (s *Server) fileRoutes() {
 	s.route("/v1/uploads/{id}/cancel", map[string]handler{http.MethodPost: s.cancelUpload})
 }
 
-func fileKey(tenant, id string) string { return "files/" + tenant + "/" + id }
-
 // countingReader counts bytes and fails once more than limit pass.
 type countingReader struct {
 	r     io.Reader
@@ -109,7 +107,7 @@ func (s *Server) multipartForm(w http.ResponseWriter, r *http.Request, fileField
 func (s *Server) createFile(w http.ResponseWriter, r *http.Request) error {
 	t := tenant(r)
 	id := lull.NewID("file")
-	key := fileKey(t, id)
+	key := lull.FileKey(t, id)
 	fields, name, size, err := s.multipartForm(w, r, "file", s.cfg.MaxFileBytes, func(body io.Reader) (int64, error) {
 		return s.cfg.Blobs.PutStream(r.Context(), key, body, "application/jsonl")
 	})
@@ -125,7 +123,7 @@ func (s *Server) createFile(w http.ResponseWriter, r *http.Request) error {
 	}
 	f := &lull.File{ID: id, Tenant: t, Purpose: lull.PurposeBatch, Filename: cleanName(name), Bytes: size,
 		CreatedAt: s.cfg.Now().UTC(), Key: key}
-	if err := s.cfg.Batches.CreateFile(r.Context(), f); err != nil {
+	if err := s.cfg.Files.CreateFile(r.Context(), f); err != nil {
 		return err
 	}
 	s.cfg.Logger.InfoContext(r.Context(), "file stored", "request_id", requestID(r.Context()), "tenant", t, "file_id", id, "bytes", size)
@@ -152,7 +150,7 @@ func cleanName(name string) string {
 
 // ownFile returns the caller's file id, or ENOTFOUND.
 func (s *Server) ownFile(r *http.Request, id string) (*lull.File, error) {
-	return own(r, "file", id, "No such File object: "+id, s.cfg.Batches.GetFile, func(f *lull.File) string { return f.Tenant })
+	return own(r, "file", id, "No such File object: "+id, s.cfg.Files.GetFile, func(f *lull.File) string { return f.Tenant })
 }
 
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) error {
@@ -180,7 +178,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) error {
 	if opts.After != "" && !lull.ValidID("file", opts.After) {
 		return lull.ParamError("after", "No such File object: %s", opts.After)
 	}
-	files, more, err := s.cfg.Batches.ListFiles(r.Context(), tenant(r), opts)
+	files, more, err := s.cfg.Files.ListFiles(r.Context(), tenant(r), opts)
 	if err != nil {
 		return err
 	}
@@ -207,7 +205,7 @@ func (s *Server) deleteFile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Batches.DeleteFile(r.Context(), f.ID); err != nil {
+	if err := s.cfg.Files.DeleteFile(r.Context(), f.ID); err != nil {
 		return err
 	}
 	if err := s.cfg.Blobs.Delete(r.Context(), f.Key); err != nil {

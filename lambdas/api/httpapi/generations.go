@@ -60,7 +60,7 @@ func (s *Server) accept(e lull.Endpoint) handler {
 		if len(body) <= s.cfg.InlineLimit {
 			g.Request = compact(body)
 		} else {
-			g.RequestKey = fmt.Sprintf("inputs/%s/%s.json", t, g.ID)
+			g.RequestKey = lull.InputKey(t, g.ID)
 			if err := s.cfg.Blobs.Put(r.Context(), g.RequestKey, body, "application/json"); err != nil {
 				return err
 			}

@@ -45,9 +45,13 @@ type Config struct {
 	Guard *netguard.Guard
 	// Events is the events queue, used to schedule manual delivery retries.
 	Events lull.Sender
-	// Batches stores files, uploads and batches; nil disables the Files,
-	// Uploads and Batch APIs.
+	// Batches stores batches; nil disables the Files, Uploads and Batch
+	// APIs. With it, Files, Uploads and BatchQueue are required.
 	Batches lull.Batches
+	// Files stores file records (the Files API and batches' input files).
+	Files lull.Files
+	// Uploads stores uploads in progress (the Uploads API).
+	Uploads lull.Uploads
 	// BatchQueue takes the batch jobs (split, cancel); required with Batches.
 	BatchQueue lull.Sender
 	// MaxFileBytes is the largest file (or upload part) sent in one
@@ -88,17 +92,22 @@ func (c *Config) withDefaults() {
 
 func (c *Config) validate() error {
 	var errs []error
-	if c.Generations == nil || c.Keys == nil || c.Blobs == nil {
-		errs = append(errs, errors.New("Generations, Keys and Blobs are required"))
-	}
-	if c.Batches != nil && c.BatchQueue == nil {
-		errs = append(errs, errors.New("BatchQueue is required with Batches"))
-	}
-	if c.Webhooks != nil && c.Events == nil {
-		errs = append(errs, errors.New("Events is required with Webhooks"))
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{
+		{"Generations", c.Generations == nil}, {"Keys", c.Keys == nil}, {"Blobs", c.Blobs == nil},
+		{"Files (with Batches)", c.Batches != nil && c.Files == nil},
+		{"Uploads (with Batches)", c.Batches != nil && c.Uploads == nil},
+		{"BatchQueue (with Batches)", c.Batches != nil && c.BatchQueue == nil},
+		{"Events (with Webhooks)", c.Webhooks != nil && c.Events == nil},
+	} {
+		if f.missing {
+			errs = append(errs, fmt.Errorf("missing %s", f.name))
+		}
 	}
 	if len(c.Queues) == 0 {
-		errs = append(errs, errors.New("Queues must name at least one model"))
+		errs = append(errs, errors.New("no model in Queues"))
 	}
 	if c.DefaultWindow < c.MinWindow || c.DefaultWindow > c.MaxWindow {
 		errs = append(errs, fmt.Errorf("DefaultWindow %s outside [%s, %s]", c.DefaultWindow, c.MinWindow, c.MaxWindow))

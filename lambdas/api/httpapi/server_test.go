@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 const model = "test-model"
@@ -33,7 +33,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "api")
+	store, b := emutest.Table(t, "api")
 	bucket := "api-" + lull.NewID("b")[2:12]
 	if err := s3.CreateBucket(ctx, b.Clients.S3, bucket); err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func newEnv(t *testing.T) *env {
 		Generations: store, Keys: store, Blobs: s3.New(b.Clients.S3, bucket),
 		Queues: map[string]lull.Sender{model: queue}, MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
 		Logger:  slog.New(slog.DiscardHandler),
-		Batches: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
+		Batches: store, Files: store, Uploads: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
 	})
 	if err != nil {
 		t.Fatal(err)

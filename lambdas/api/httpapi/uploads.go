@@ -71,7 +71,7 @@ func (s *Server) createUpload(w http.ResponseWriter, r *http.Request) error {
 	now := s.cfg.Now().UTC()
 	u := &lull.Upload{ID: lull.NewID("upload"), Tenant: tenant(r), Filename: cleanName(req.Filename), Purpose: req.Purpose,
 		MimeType: req.MimeType, Bytes: req.Bytes, Status: lull.UploadPending, CreatedAt: now, ExpiresAt: now.Add(uploadTTL)}
-	if err := s.cfg.Batches.CreateUpload(r.Context(), u); err != nil {
+	if err := s.cfg.Uploads.CreateUpload(r.Context(), u); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, uploadView(u, nil))
@@ -81,7 +81,7 @@ func (s *Server) createUpload(w http.ResponseWriter, r *http.Request) error {
 // ownUpload returns the caller's upload named in the path, or ENOTFOUND.
 func (s *Server) ownUpload(r *http.Request) (*lull.Upload, error) {
 	id := r.PathValue("id")
-	return own(r, "upload", id, "No such Upload object: "+id, s.cfg.Batches.GetUpload, func(u *lull.Upload) string { return u.Tenant })
+	return own(r, "upload", id, "No such Upload object: "+id, s.cfg.Uploads.GetUpload, func(u *lull.Upload) string { return u.Tenant })
 }
 
 // pendingUpload returns the caller's upload if it still takes parts.
@@ -105,7 +105,7 @@ func (s *Server) addUploadPart(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p := lull.UploadPart{ID: lull.NewID("part"), CreatedAt: s.cfg.Now().UTC()}
-	p.Key = "uploads/" + u.Tenant + "/" + u.ID + "/" + p.ID
+	p.Key = lull.UploadPartKey(u.Tenant, u.ID, p.ID)
 	_, _, size, err := s.multipartForm(w, r, "data", s.cfg.MaxFileBytes, func(body io.Reader) (int64, error) {
 		return s.cfg.Blobs.PutStream(r.Context(), p.Key, body, "application/octet-stream")
 	})
@@ -114,7 +114,7 @@ func (s *Server) addUploadPart(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p.Bytes = size
-	if err := s.cfg.Batches.AddUploadPart(r.Context(), u.ID, p); err != nil {
+	if err := s.cfg.Uploads.AddUploadPart(r.Context(), u.ID, p); err != nil {
 		_ = s.cfg.Blobs.Delete(r.Context(), p.Key)
 		return err
 	}
@@ -160,7 +160,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *http.Request) error {
 	// stores the same file.
 	f := &lull.File{ID: lull.DerivedID("file", u.ID), Tenant: u.Tenant, Purpose: u.Purpose, Filename: u.Filename,
 		Bytes: total, CreatedAt: s.cfg.Now().UTC()}
-	f.Key = fileKey(u.Tenant, f.ID)
+	f.Key = lull.FileKey(u.Tenant, f.ID)
 	n, err := s.cfg.Blobs.PutStream(r.Context(), f.Key, &partsReader{ctx: r.Context(), blobs: s.cfg.Blobs, parts: parts}, "application/jsonl")
 	if err != nil {
 		return err
@@ -168,10 +168,10 @@ func (s *Server) completeUpload(w http.ResponseWriter, r *http.Request) error {
 	if n != total {
 		return fmt.Errorf("httpapi: upload %s: assembled %d bytes, want %d", u.ID, n, total)
 	}
-	if err := s.cfg.Batches.CreateFile(r.Context(), f); err != nil && !lull.IsConflict(err) {
+	if err := s.cfg.Files.CreateFile(r.Context(), f); err != nil && !lull.IsConflict(err) {
 		return err
 	}
-	done, err := s.cfg.Batches.FinishUpload(r.Context(), u.ID, lull.UploadCompleted, f.ID)
+	done, err := s.cfg.Uploads.FinishUpload(r.Context(), u.ID, lull.UploadCompleted, f.ID)
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (s *Server) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	done, err := s.cfg.Batches.FinishUpload(r.Context(), u.ID, lull.UploadCancelled, "")
+	done, err := s.cfg.Uploads.FinishUpload(r.Context(), u.ID, lull.UploadCancelled, "")
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/whsign"
 )
@@ -234,7 +233,7 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) error {
 	if wh.Disabled {
 		return lull.Errorf(lull.ECONFLICT, "Webhook %s is disabled (%s); register the endpoint again to receive deliveries.", wh.ID, wh.DisabledReason)
 	}
-	task := delivery.Task{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1}
+	task := lull.DeliveryTask{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1}
 	body, err := json.Marshal(task)
 	if err != nil {
 		return err

@@ -70,7 +70,7 @@ func TestManualRetryOfBatchDelivery(t *testing.T) {
 	}
 	api, err := httpapi.New(httpapi.Config{
 		Generations: store, Keys: store, Blobs: blobs, Queues: map[string]lull.Sender{model: memory.NewQueue(memory.QueueConfig{})},
-		Webhooks: store, Events: eventsQ, Batches: store, BatchQueue: memory.NewQueue(memory.QueueConfig{}),
+		Webhooks: store, Events: eventsQ, Batches: store, Files: store, Uploads: store, BatchQueue: memory.NewQueue(memory.QueueConfig{}),
 		Logger: slog.New(slog.DiscardHandler), Now: clock.Now,
 	})
 	if err != nil {
@@ -78,9 +78,12 @@ func TestManualRetryOfBatchDelivery(t *testing.T) {
 	}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	hooks := &delivery.Handler{
+	hooks, err := delivery.New(delivery.Config{
 		Webhooks: store, Generations: store, Batches: store, Blobs: blobs, Events: eventsQ,
 		Client: recv.Client(), Logger: slog.New(slog.DiscardHandler), Now: clock.Now, PublicURL: srv.URL,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	handle := func(body []byte) {
 		t.Helper()

@@ -1,8 +1,9 @@
 // Package batchjob runs lull's Batch API jobs: it validates a batch's JSONL
 // input file while streaming it, stores and enqueues one generation per line,
-// counts lines as they end (exactly once each), cancels the queued lines of
-// a cancelled batch, and, when the last line ends, writes the output and
-// error files in OpenAI's format and ends the batch.
+// cancels the queued lines of a cancelled batch (counting them, exactly once
+// each, as shared/linecount counts the lines that run), and, when the last
+// line ends, writes the output and error files in OpenAI's format and ends
+// the batch.
 //
 // Crash safety: every step is idempotent. Line generations have IDs derived
 // from the batch and the line number, so a retried split stores nothing
@@ -15,78 +16,18 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/lull-ai/lull/shared/dispatch"
+	"github.com/lull-ai/lull/shared/linecount"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/parallel"
 )
-
-// Counter counts a batch's lines as they end and, once the last one is
-// counted, asks for the batch to be finalized. The webhook dispatcher runs it
-// for every generation event of a batch line; the batch Lambda for lines it
-// cancels itself.
-type Counter struct {
-	Batches     lull.Batches
-	Generations lull.Generations
-	// BatchQueue receives the finalize job.
-	BatchQueue lull.Sender
-	Logger     *slog.Logger
-}
-
-// LineDone counts the line that ev announces. A repeated event counts
-// nothing but still re-checks whether the batch can be finalized, so a crash
-// between counting and asking for finalization heals on the redelivery.
-func (c *Counter) LineDone(ctx context.Context, ev lull.Event) error {
-	g, err := c.Generations.Get(ctx, ev.GenerationID)
-	if lull.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return c.count(ctx, g)
-}
-
-func (c *Counter) count(ctx context.Context, g *lull.Generation) error {
-	if g.BatchID == "" || !g.Status.Terminal() {
-		return nil
-	}
-	b, counted, err := c.Batches.CountLine(ctx, g)
-	if lull.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("batchjob: count line %s of %s: %w", g.ID, g.BatchID, err)
-	}
-	if counted {
-		c.Logger.DebugContext(ctx, "batch line counted", "batch_id", b.ID, "generation_id", g.ID,
-			"completed", b.Completed, "failed", b.Failed, "total", b.Total)
-	}
-	return c.finalizeIfDone(ctx, b)
-}
-
-// finalizeIfDone sends the finalize job when every line of b has ended.
-func (c *Counter) finalizeIfDone(ctx context.Context, b *lull.Batch) error {
-	if !ready(b) {
-		return nil
-	}
-	return dispatch.SendBatchJob(ctx, c.BatchQueue, lull.BatchJobFinalize, b)
-}
-
-// ready reports whether every line of b is stored and has ended, and b
-// still waits for its finalize job. (A batch already finalizing has its job:
-// SQS redelivers it if the run that took it dies.)
-func ready(b *lull.Batch) bool {
-	return b.SplitDone && b.Completed+b.Failed >= b.Total &&
-		(b.Status == lull.BatchInProgress || b.Status == lull.BatchCancelling)
-}
 
 // Limits of an input file, as OpenAI's.
 const (
@@ -94,15 +35,31 @@ const (
 	DefaultMaxBytes = 200 << 20
 )
 
-// Handler is the SQS-triggered batch Lambda.
-type Handler struct {
-	Counter
-	Blobs lull.Blobs
+// Store is what the batch jobs need from storage besides generations:
+// input and output files, batches, and their lines.
+type Store interface {
+	lull.Files
+	lull.Batches
+	lull.BatchLines
+}
+
+// Config wires a Handler to its dependencies. Batches, Generations, Blobs,
+// BatchQueue, Queues and Logger are required; zero limits take the
+// defaults noted.
+type Config struct {
+	Batches     Store
+	Generations lull.Generations
+	Blobs       lull.Blobs
 	// Queues maps each served model to its request queue.
 	Queues map[string]lull.BatchSender
+	// BatchQueue receives the finalize job when a batch's last line is
+	// counted.
+	BatchQueue lull.Sender
 	// Events receives batch.* events; nil disables them.
 	Events lull.Sender
-	Now    func() time.Time
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
 
 	MaxLines     int   // lines per file; DefaultMaxLines when zero
 	MaxBytes     int64 // bytes per file; DefaultMaxBytes when zero
@@ -115,23 +72,67 @@ type Handler struct {
 	Chunk int
 	// Concurrency bounds parallel store and blob calls; 16 when zero.
 	Concurrency int
-
-	once sync.Once
 }
 
-// defaults fills the zero settings, once: Run may be called concurrently.
-func (h *Handler) defaults() { h.once.Do(h.setDefaults) }
-
-func (h *Handler) setDefaults() {
-	h.MaxLines = cmp.Or(h.MaxLines, DefaultMaxLines)
-	h.MaxBytes = cmp.Or(h.MaxBytes, DefaultMaxBytes)
-	h.MaxLineBytes = cmp.Or(h.MaxLineBytes, 2<<20+64<<10)
-	h.InlineLimit = cmp.Or(h.InlineLimit, 64<<10)
-	h.Chunk = cmp.Or(h.Chunk, 500)
-	h.Concurrency = cmp.Or(h.Concurrency, 16)
-	if h.Now == nil {
-		h.Now = time.Now
+func (c *Config) withDefaults() {
+	c.MaxLines = cmp.Or(c.MaxLines, DefaultMaxLines)
+	c.MaxBytes = cmp.Or(c.MaxBytes, DefaultMaxBytes)
+	c.MaxLineBytes = cmp.Or(c.MaxLineBytes, 2<<20+64<<10)
+	c.InlineLimit = cmp.Or(c.InlineLimit, 64<<10)
+	c.Chunk = cmp.Or(c.Chunk, 500)
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
+	if c.Now == nil {
+		c.Now = time.Now
 	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{
+		{"Batches", c.Batches == nil}, {"Generations", c.Generations == nil}, {"Blobs", c.Blobs == nil},
+		{"BatchQueue", c.BatchQueue == nil}, {"Queues", len(c.Queues) == 0}, {"Logger", c.Logger == nil},
+	} {
+		if f.missing {
+			errs = append(errs, fmt.Errorf("missing %s", f.name))
+		}
+	}
+	for model, q := range c.Queues {
+		if q == nil {
+			errs = append(errs, fmt.Errorf("missing the queue of model %q in Queues", model))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("batchjob: config: %w", err)
+	}
+	return nil
+}
+
+// Handler is the SQS-triggered batch Lambda. Build it with New.
+type Handler struct {
+	Config
+	lines *linecount.Counter
+}
+
+// New returns a Handler with cfg's defaults applied, or an error naming
+// every missing dependency.
+func New(cfg Config) (*Handler, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	lines, err := linecount.New(linecount.Config{Lines: cfg.Batches, Generations: cfg.Generations, BatchQueue: cfg.BatchQueue, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("batchjob: %w", err)
+	}
+	return &Handler{Config: cfg, lines: lines}, nil
+}
+
+// finalizeIfDone sends the finalize job when every line of b has ended.
+func (h *Handler) finalizeIfDone(ctx context.Context, b *lull.Batch) error {
+	return h.lines.FinalizeIfDone(ctx, b)
 }
 
 // Handle runs each record's job; records whose job failed with a storage or
@@ -154,7 +155,6 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 
 // Run runs one job.
 func (h *Handler) Run(ctx context.Context, job lull.BatchJob) error {
-	h.defaults()
 	b, err := h.Batches.GetBatch(ctx, job.BatchID)
 	if lull.IsNotFound(err) {
 		h.Logger.WarnContext(ctx, "job for unknown batch dropped", "batch_id", job.BatchID)

@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/lambdas/batch/batchjob"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 // splitEnv is a validating batch of n chat lines for model "m" in a fresh
@@ -29,7 +29,7 @@ type splitEnv struct {
 func newSplitEnv(t *testing.T, prefix string, n, chunk int) *splitEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, be := storetest.Table(t, prefix)
+	store, be := emutest.Table(t, prefix)
 	bucket := prefix + "-" + lull.NewID("b")[2:12]
 	if err := s3.CreateBucket(ctx, be.Clients.S3, bucket); err != nil {
 		t.Fatal(err)
@@ -60,9 +60,12 @@ func newSplitEnv(t *testing.T, prefix string, n, chunk int) *splitEnv {
 	if err := store.CreateBatch(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	h := &batchjob.Handler{
-		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: batchQ, Logger: slog.New(slog.DiscardHandler)},
-		Blobs:   blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
+	h, err := batchjob.New(batchjob.Config{
+		Batches: store, Generations: store, BatchQueue: batchQ, Logger: slog.New(slog.DiscardHandler),
+		Blobs: blobs, Queues: map[string]lull.BatchSender{"m": q}, Chunk: chunk,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return &splitEnv{store: store, q: q, b: b, h: h, now: now}
 }

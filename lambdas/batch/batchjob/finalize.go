@@ -104,7 +104,7 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 		return dispatch.AnnounceBatch(ctx, h.Events, b)
 	}
 	if b.Status != lull.BatchFinalizing {
-		if !ready(b) {
+		if !b.ReadyToFinalize() {
 			return nil
 		}
 		fin, err := h.Batches.UpdateBatch(ctx, b.ID, []lull.BatchStatus{lull.BatchInProgress, lull.BatchCancelling},
@@ -119,8 +119,7 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 	}
 	log := h.Logger.With("batch_id", b.ID, "tenant", b.Tenant)
 	start := time.Now()
-	base := fmt.Sprintf("outputs/%s/%s/", b.Tenant, b.ID)
-	out, errs := h.newSink(ctx, base+"output.jsonl"), h.newSink(ctx, base+"errors.jsonl")
+	out, errs := h.newSink(ctx, lull.BatchOutputKey(b.Tenant, b.ID, "output.jsonl")), h.newSink(ctx, lull.BatchOutputKey(b.Tenant, b.ID, "errors.jsonl"))
 	expired, err := h.writeLines(ctx, b, out, errs)
 	cerr1, cerr2 := out.close(), errs.close()
 	if err != nil {

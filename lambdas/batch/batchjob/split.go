@@ -356,7 +356,7 @@ func (h *Handler) storeChunk(ctx context.Context, b *lull.Batch, chunk []*parsed
 		if len(l.body) <= h.InlineLimit {
 			g.Request = json.RawMessage(l.body)
 		} else {
-			g.RequestKey = fmt.Sprintf("inputs/%s/%s.json", b.Tenant, g.ID)
+			g.RequestKey = lull.InputKey(b.Tenant, g.ID)
 			if err := h.Blobs.Put(ctx, g.RequestKey, l.body, "application/json"); err != nil {
 				return err
 			}

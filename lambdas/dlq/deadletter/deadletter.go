@@ -6,6 +6,7 @@ package deadletter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -16,8 +17,9 @@ import (
 	"github.com/lull-ai/lull/shared/lull"
 )
 
-// Handler is the SQS-triggered DLQ consumer.
-type Handler struct {
+// Config wires a Handler to its dependencies. Generations and Logger are
+// required.
+type Config struct {
 	Generations lull.Generations
 	// Batches, when set, also takes the batch queue's dead letters: a batch
 	// whose job kept failing ends failed, so that every batch reaches a
@@ -25,7 +27,43 @@ type Handler struct {
 	Batches lull.Batches
 	Events  lull.Sender // nil disables events
 	Logger  *slog.Logger
-	Now     func() time.Time
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+func (c *Config) withDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Generations == nil {
+		errs = append(errs, errors.New("missing Generations"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("missing Logger"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("deadletter: config: %w", err)
+	}
+	return nil
+}
+
+// Handler is the SQS-triggered DLQ consumer. Build it with New.
+type Handler struct {
+	Config
+}
+
+// New returns a Handler with cfg's defaults applied, or an error naming
+// every missing dependency.
+func New(cfg Config) (*Handler, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{Config: cfg}, nil
 }
 
 // Handle fails the generation of each record. Records whose generation is
@@ -42,9 +80,19 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	return resp, nil
 }
 
+// one handles a dead letter by the kind its body declares (lull.MessageKindOf).
 func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
-	var bj lull.BatchJob
-	if json.Unmarshal([]byte(rec.Body), &bj) == nil && bj.Kind != "" && bj.BatchID != "" {
+	kind, err := lull.MessageKindOf([]byte(rec.Body))
+	if err != nil {
+		h.Logger.ErrorContext(ctx, "malformed dead letter dropped", "message_id", rec.MessageId, "err", err)
+		return nil
+	}
+	if kind == lull.KindBatchJob {
+		var bj lull.BatchJob
+		if err := json.Unmarshal([]byte(rec.Body), &bj); err != nil || bj.BatchID == "" {
+			h.Logger.ErrorContext(ctx, "malformed batch dead letter dropped", "message_id", rec.MessageId)
+			return nil
+		}
 		return h.batch(ctx, bj)
 	}
 	var job lull.Job

@@ -12,16 +12,16 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/lull-ai/lull/lambdas/dlq/deadletter"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 func TestHandle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "dlq")
+	store, b := emutest.Table(t, "dlq")
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	mk := func() *lull.Generation {
 		g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
@@ -44,9 +44,12 @@ func TestHandle(t *testing.T) {
 	record := func(id, body string) events.SQSMessage { return events.SQSMessage{MessageId: id, Body: body} }
 	job := func(g *lull.Generation) string { b, _ := json.Marshal(lull.JobFor(g)); return string(b) }
 
-	h := &deadletter.Handler{Generations: store, Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	h := newHandler(t, deadletter.Config{Generations: store, Logger: slog.New(slog.DiscardHandler)})
+	legacy := mk() // a job sent before message_kind
 	resp, err := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{
 		record("1", job(running)), record("2", job(done)), record("3", "not json"),
+		record("4", fmt.Sprintf(`{"generation_id":%q,"tenant":"t","model":"m","endpoint":"/v1/chat/completions"}`, legacy.ID)),
+		record("5", `{"message_kind":"no-such-kind","generation_id":"gen_x"}`),
 	}})
 	if err != nil || len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("Handle = %+v, %v", resp, err)
@@ -55,12 +58,15 @@ func TestHandle(t *testing.T) {
 	if g.Status != lull.StatusFailed || g.Failure == nil || g.Failure.Code != "engine_error" || !strings.Contains(g.Failure.Message, "503: overloaded") {
 		t.Fatalf("running generation after DLQ: %+v", g)
 	}
+	if g, _ := store.Get(ctx, legacy.ID); g.Status != lull.StatusFailed {
+		t.Fatalf("legacy job's generation after DLQ: %s", g.Status)
+	}
 	if g, _ := store.Get(ctx, done.ID); g.Status != lull.StatusCancelled {
 		t.Fatalf("terminal generation changed to %s", g.Status)
 	}
 
 	// A storage failure reports the record for retry instead of dropping it.
-	broken := &deadletter.Handler{Generations: dynamodb.New(b.Clients.DynamoDB, "no-such-table"), Logger: slog.New(slog.DiscardHandler), Now: time.Now}
+	broken := newHandler(t, deadletter.Config{Generations: dynamodb.New(b.Clients.DynamoDB, "no-such-table"), Logger: slog.New(slog.DiscardHandler)})
 	resp, err = broken.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{record("9", job(running))}})
 	if err != nil || len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "9" {
 		t.Fatalf("broken Handle = %+v, %v", resp, err)
@@ -68,11 +74,13 @@ func TestHandle(t *testing.T) {
 }
 
 // TestBatchDeadLetter: a batch job that exhausted its receives fails its
-// batch (which is announced) unless the batch already ended.
+// batch (which is announced) unless the batch already ended; the job is
+// told from a generation's by its declared kind, and one sent before kinds
+// were declared is still understood.
 func TestBatchDeadLetter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, be := storetest.Table(t, "dlqb")
+	store, be := emutest.Table(t, "dlqb")
 	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dlqb-events-"+lull.NewID("q")[2:], time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -87,25 +95,42 @@ func TestBatchDeadLetter(t *testing.T) {
 		}
 		return b
 	}
-	stuck, ended := mk(lull.BatchValidating), mk(lull.BatchCompleted)
+	stuck, stuckLegacy, ended := mk(lull.BatchValidating), mk(lull.BatchInProgress), mk(lull.BatchCompleted)
 	job := func(b *lull.Batch) string {
-		body, _ := json.Marshal(lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: b.Tenant})
+		body, _ := json.Marshal(lull.BatchJobFor(lull.BatchJobSplit, b))
 		return string(body)
 	}
-	h := &deadletter.Handler{Generations: store, Batches: store, Events: events, Logger: slog.New(slog.DiscardHandler), Now: time.Now}
-	resp, err := h.Handle(ctx, eventsOf(job(stuck), job(ended)))
+	legacyJob := func(b *lull.Batch) string { // as sent before message_kind
+		return fmt.Sprintf(`{"kind":"finalize","batch_id":%q,"tenant":%q}`, b.ID, b.Tenant)
+	}
+	h := newHandler(t, deadletter.Config{Generations: store, Batches: store, Events: events, Logger: slog.New(slog.DiscardHandler)})
+	resp, err := h.Handle(ctx, eventsOf(job(stuck), legacyJob(stuckLegacy), job(ended)))
 	if err != nil || len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("Handle = %+v, %v", resp, err)
 	}
-	if b, _ := store.GetBatch(ctx, stuck.ID); b.Status != lull.BatchFailed || len(b.Errors) != 1 || b.Errors[0].Code != "internal_error" || b.FailedAt.IsZero() {
-		t.Fatalf("stuck batch after DLQ: %+v", b)
+	for _, s := range []*lull.Batch{stuck, stuckLegacy} {
+		if b, _ := store.GetBatch(ctx, s.ID); b.Status != lull.BatchFailed || len(b.Errors) != 1 || b.Errors[0].Code != "internal_error" || b.FailedAt.IsZero() {
+			t.Fatalf("stuck batch after DLQ: %+v", b)
+		}
 	}
 	if b, _ := store.GetBatch(ctx, ended.ID); b.Status != lull.BatchCompleted {
 		t.Fatalf("ended batch changed to %s", b.Status)
 	}
-	msgs, err := events.Receive(ctx, 10, time.Second, time.Minute)
-	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), `"type":"batch.failed"`) {
-		t.Fatalf("events sent: %v, %v", msgs, err)
+	var msgs []lull.Message
+	for len(msgs) < 2 {
+		got, err := events.Receive(ctx, 10, time.Second, time.Minute)
+		if err != nil || len(got) == 0 {
+			t.Fatalf("events sent: %v and then %v, %v", msgs, got, err)
+		}
+		msgs = append(msgs, got...)
+	}
+	for _, m := range msgs {
+		if !strings.Contains(string(m.Body), `"type":"batch.failed"`) {
+			t.Fatalf("event sent: %s", m.Body)
+		}
+	}
+	if extra, _ := events.Receive(ctx, 10, 0, time.Minute); len(extra) != 0 {
+		t.Fatalf("more events than the two failed batches: %v", extra)
 	}
 }
 
@@ -115,4 +140,25 @@ func eventsOf(bodies ...string) events.SQSEvent {
 		ev.Records = append(ev.Records, events.SQSMessage{MessageId: fmt.Sprint(i), Body: b})
 	}
 	return ev
+}
+
+func newHandler(t *testing.T, cfg deadletter.Config) *deadletter.Handler {
+	t.Helper()
+	h, err := deadletter.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestNewNamesMissingDependencies: a handler without its store or logger
+// fails at start-up, naming each missing field.
+func TestNewNamesMissingDependencies(t *testing.T) {
+	t.Parallel()
+	_, err := deadletter.New(deadletter.Config{})
+	for _, want := range []string{"Generations", "Logger"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("New(empty) = %v; want an error naming %s", err, want)
+		}
+	}
 }

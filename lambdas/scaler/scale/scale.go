@@ -67,14 +67,54 @@ func Models(queues map[string]Queue, groups map[string]string) []Model {
 	return out
 }
 
-// Scaler runs the scaling step.
-type Scaler struct {
+// Config wires a Scaler to its dependencies. Groups, Metrics and Logger
+// are required.
+type Config struct {
+	// Models are the models to scale (see Models).
 	Models  []Model
 	Groups  Groups
 	Metrics Sink
 	Logger  *slog.Logger
 	// Now stamps the published metrics; time.Now when nil.
 	Now func() time.Time
+}
+
+func (c *Config) withDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Groups == nil {
+		errs = append(errs, errors.New("missing Groups"))
+	}
+	if c.Metrics == nil {
+		errs = append(errs, errors.New("missing Metrics"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("missing Logger"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("scale: config: %w", err)
+	}
+	return nil
+}
+
+// Scaler runs the scaling step. Build it with New.
+type Scaler struct {
+	Config
+}
+
+// New returns a Scaler with cfg's defaults applied, or an error naming
+// every missing dependency.
+func New(cfg Config) (*Scaler, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Scaler{Config: cfg}, nil
 }
 
 // Result is what one step did, by model.
@@ -93,10 +133,7 @@ type Result struct {
 // target tracking where they were, whereas a guessed one could scale a
 // fleet to zero with work queued.
 func (s *Scaler) Scale(ctx context.Context) (Result, error) {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
+	now := s.Now
 	res := Result{Decisions: make(map[string]backlog.Decision, len(s.Models))}
 	var errs []error
 	for _, m := range s.Models {

@@ -18,9 +18,9 @@ import (
 	"github.com/lull-ai/lull/lambdas/scaler/backlog"
 	"github.com/lull-ai/lull/lambdas/scaler/emf"
 	"github.com/lull-ai/lull/lambdas/scaler/scale"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 const namespace = "Lull"
@@ -119,11 +119,16 @@ func parse(t *testing.T, out []byte) map[string]published {
 	return got
 }
 
-func newScaler(models []scale.Model, g scale.Groups, out *bytes.Buffer, logs *bytes.Buffer) *scale.Scaler {
-	return &scale.Scaler{
+func newScaler(t *testing.T, models []scale.Model, g scale.Groups, out *bytes.Buffer, logs *bytes.Buffer) *scale.Scaler {
+	t.Helper()
+	s, err := scale.New(scale.Config{
 		Models: models, Groups: g, Metrics: &emf.Writer{W: out, Namespace: namespace},
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: func() time.Time { return at },
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return s
 }
 
 // TestScale feeds queue depths and instance counts and checks the metrics
@@ -153,7 +158,7 @@ func TestScale(t *testing.T) {
 			t.Parallel()
 			var out, logs bytes.Buffer
 			g := &groups{capacity: map[string]int{"lull-gpu-m": tc.instances}}
-			s := newScaler([]scale.Model{{Name: "m", Queue: &queue{visible: tc.visible, inFlight: tc.inFlight}, Group: "lull-gpu-m"}}, g, &out, &logs)
+			s := newScaler(t, []scale.Model{{Name: "m", Queue: &queue{visible: tc.visible, inFlight: tc.inFlight}, Group: "lull-gpu-m"}}, g, &out, &logs)
 			res, err := s.Scale(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -208,7 +213,7 @@ func TestScaleLoop(t *testing.T) {
 			g := &groups{capacity: map[string]int{"grp": 0}}
 			q := &queue{visible: tc.visible}
 			var out, logs bytes.Buffer
-			s := newScaler([]scale.Model{{Name: "m", Queue: q, Group: "grp"}}, g, &out, &logs)
+			s := newScaler(t, []scale.Model{{Name: "m", Queue: q, Group: "grp"}}, g, &out, &logs)
 			minute := func() {
 				t.Helper()
 				out.Reset()
@@ -276,7 +281,7 @@ func TestScaleIsolatesFailures(t *testing.T) {
 		"a-queue-fails": "g-queue", "c-ok": "g-ok", "d-throttled": "g-throttled", "e-missing": "g-missing",
 		"f-sink-fails": "g-sink", "g-ok": "g-ok2", "h-no-queue": "g-orphan",
 	}
-	s := newScaler(scale.Models(queues, names), g, &out, &logs)
+	s := newScaler(t, scale.Models(queues, names), g, &out, &logs)
 	s.Metrics = failingSink{model: "f-sink-fails", next: s.Metrics}
 	res, err := s.Scale(context.Background())
 	if err == nil {
@@ -337,7 +342,7 @@ func TestModels(t *testing.T) {
 // messages both count, and with no instance they are all unserved.
 func TestScaleSQS(t *testing.T) {
 	t.Parallel()
-	for _, b := range storetest.Backends(t) {
+	for _, b := range emutest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -362,7 +367,7 @@ func TestScaleSQS(t *testing.T) {
 			}
 			g := &groups{capacity: map[string]int{"grp": 0}}
 			var out, logs bytes.Buffer
-			s := newScaler([]scale.Model{{Name: "m", Queue: q, Group: "grp"}}, g, &out, &logs)
+			s := newScaler(t, []scale.Model{{Name: "m", Queue: q, Group: "grp"}}, g, &out, &logs)
 			// goaws counts in-flight messages in ApproximateNumberOfMessages
 			// too (SQS and fauxqs count only visible ones): its backlog reads
 			// 5 visible+in-flight plus the 2 in flight again.

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -17,13 +18,15 @@ import (
 	"github.com/lull-ai/lull/shared/parallel"
 )
 
-// Sweeper re-enqueues and expires generations.
-type Sweeper struct {
+// Config wires a Sweeper to its dependencies. Generations and Logger are
+// required; zero values of the others take the defaults noted.
+type Config struct {
 	Generations lull.Generations
 	Queues      map[string]lull.Sender // model → request queue
 	Events      lull.Sender            // nil disables events
 	Logger      *slog.Logger
-	Now         func() time.Time
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
 	// Grace is how old an unenqueued generation must be before it is
 	// re-sent, so the API's own send is not raced; 30s when zero.
 	Grace time.Duration
@@ -38,6 +41,48 @@ type Sweeper struct {
 	Concurrency int
 }
 
+func (c *Config) withDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Grace = cmp.Or(c.Grace, 30*time.Second)
+	c.Limit = cmp.Or(c.Limit, 1000)
+	c.Budget = cmp.Or(c.Budget, 30*time.Second)
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Generations == nil {
+		errs = append(errs, errors.New("missing Generations"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("missing Logger"))
+	}
+	if c.Grace < 0 || c.Limit < 0 || c.Budget < 0 || c.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("negative Grace %s, Limit %d, Budget %s or Concurrency %d", c.Grace, c.Limit, c.Budget, c.Concurrency))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sweep: config: %w", err)
+	}
+	return nil
+}
+
+// Sweeper re-enqueues and expires generations. Build it with New.
+type Sweeper struct {
+	Config
+}
+
+// New returns a Sweeper with cfg's defaults applied, or an error naming
+// every missing dependency.
+func New(cfg Config) (*Sweeper, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Sweeper{Config: cfg}, nil
+}
+
 // Result counts what a sweep did.
 type Result struct {
 	Reenqueued int
@@ -48,16 +93,8 @@ type Result struct {
 func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 	var res Result
 	var errs []error
-	now := s.Now()
-	grace := s.Grace
-	if grace == 0 {
-		grace = 30 * time.Second
-	}
-	limit := s.Limit
-	if limit == 0 {
-		limit = 1000
-	}
-	stale, err := s.Generations.Unenqueued(ctx, now.Add(-grace), limit)
+	now, limit := s.Now(), s.Limit
+	stale, err := s.Generations.Unenqueued(ctx, now.Add(-s.Grace), limit)
 	errs = append(errs, err)
 	for _, g := range stale {
 		if g.Status.Terminal() {
@@ -75,7 +112,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 		res.Reenqueued++
 		s.Logger.InfoContext(ctx, "re-enqueued generation", "generation_id", g.ID, "tenant", g.Tenant)
 	}
-	budget, conc := cmp.Or(s.Budget, 30*time.Second), cmp.Or(s.Concurrency, 16)
+	budget, conc := s.Budget, s.Concurrency
 	start := time.Now()
 	for {
 		due, err := s.Generations.DueToExpire(ctx, now, limit)

@@ -8,15 +8,15 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
+	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/sqs"
-	"github.com/lull-ai/lull/shared/storetest"
 )
 
 func TestSweep(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "sweep")
+	store, b := emutest.Table(t, "sweep")
 	newQueue := func() *sqs.Queue {
 		url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweep-"+lull.NewID("q")[2:], 30*time.Second, 0)
 		if err != nil {
@@ -40,8 +40,11 @@ func TestSweep(t *testing.T) {
 	if err := store.MarkEnqueued(ctx, expired.ID); err != nil {
 		t.Fatal(err)
 	}
-	s := &sweep.Sweeper{Generations: store, Queues: map[string]lull.Sender{"m": requests}, Events: events,
-		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Grace: 30 * time.Second}
+	s, err := sweep.New(sweep.Config{Generations: store, Queues: map[string]lull.Sender{"m": requests}, Events: events,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Grace: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.Sweep(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +85,7 @@ func TestSweep(t *testing.T) {
 func TestSweepExpiresPastOnePage(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store, b := storetest.Table(t, "sweepmany")
+	store, b := emutest.Table(t, "sweepmany")
 	url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweepmany-"+lull.NewID("q")[2:], 30*time.Second, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -100,8 +103,11 @@ func TestSweepExpiresPastOnePage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := &sweep.Sweeper{Generations: store, Queues: map[string]lull.Sender{}, Events: events,
-		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Limit: 10, Concurrency: 4}
+	s, err := sweep.New(sweep.Config{Generations: store, Queues: map[string]lull.Sender{}, Events: events,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }, Limit: 10, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.Sweep(ctx)
 	if err != nil || res.Expired != n {
 		t.Fatalf("Sweep = %+v, %v; want %d expired in one sweep of pages of 10", res, err, n)

@@ -6,6 +6,7 @@ package delivery
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
@@ -37,23 +38,10 @@ var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minut
 // maxDelay is the longest SQS DelaySeconds; longer waits hop through it.
 const maxDelay = 15 * time.Minute
 
-// Task is a message on the events queue: a fresh event (Attempt 0, no
-// delivery), or a scheduled attempt of one delivery.
-type Task struct {
-	lull.Event
-	DeliveryID string    `json:"delivery_id,omitempty"`
-	Attempt    int       `json:"attempt,omitempty"`
-	DueAt      time.Time `json:"due_at,omitzero"`
-}
-
-// LineCounter counts the lines of a batch as their generation events arrive
-// (batchjob.Counter).
-type LineCounter interface {
-	LineDone(ctx context.Context, ev lull.Event) error
-}
-
-// Handler delivers events.
-type Handler struct {
+// Config wires a Handler to its dependencies. Webhooks, Generations, Blobs,
+// Events, Client and Logger are required; zero values of the others take
+// the defaults noted.
+type Config struct {
 	Webhooks    lull.Webhooks
 	Generations lull.Generations
 	// Batches loads batches for batch.* payloads; nil when the Batch API is off.
@@ -61,12 +49,15 @@ type Handler struct {
 	// Lines counts batch lines. A batch line's generation event is counted,
 	// never delivered: webhooks hear of a batch once, when it ends, as with
 	// OpenAI. Nil drops such events.
-	Lines  LineCounter
+	Lines  lull.LineCounter
 	Blobs  lull.Blobs
 	Events lull.Sender // the events queue, for scheduled retries
+	// Client posts to endpoints; it should dial through the SSRF guard
+	// (netguard.Guard.Client).
 	Client *http.Client
 	Logger *slog.Logger
-	Now    func() time.Time
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
 	// TimeScale multiplies the retry schedule and Retry-After waits (tests
 	// and demos run it faster); 1 when zero.
 	TimeScale float64
@@ -75,6 +66,54 @@ type Handler struct {
 	MaxPayloadBytes int
 	// PublicURL is the API's base URL for those links.
 	PublicURL string
+}
+
+func (c *Config) withDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.TimeScale = cmp.Or(c.TimeScale, 1)
+	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, 256<<10)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{
+		{"Webhooks", c.Webhooks == nil}, {"Generations", c.Generations == nil}, {"Blobs", c.Blobs == nil},
+		{"Events", c.Events == nil}, {"Client", c.Client == nil}, {"Logger", c.Logger == nil},
+	} {
+		if f.missing {
+			errs = append(errs, fmt.Errorf("missing %s", f.name))
+		}
+	}
+	if c.TimeScale < 0 {
+		errs = append(errs, fmt.Errorf("TimeScale %v is negative", c.TimeScale))
+	}
+	if c.MaxPayloadBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxPayloadBytes %d is negative", c.MaxPayloadBytes))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delivery: config: %w", err)
+	}
+	return nil
+}
+
+// Handler delivers events. Build it with New.
+type Handler struct {
+	Config
+}
+
+// New returns a Handler with cfg's defaults applied, or an error naming
+// every missing dependency.
+func New(cfg Config) (*Handler, error) {
+	cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{Config: cfg}, nil
 }
 
 // Handle processes a batch, its records concurrently (a slow endpoint does
@@ -99,14 +138,14 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 }
 
 func (h *Handler) scale(d time.Duration) time.Duration {
-	if h.TimeScale > 0 && h.TimeScale != 1 {
-		return time.Duration(float64(d) * h.TimeScale)
+	if h.TimeScale == 1 {
+		return d
 	}
-	return d
+	return time.Duration(float64(d) * h.TimeScale)
 }
 
 func (h *Handler) process(ctx context.Context, body string) error {
-	var t Task
+	var t lull.DeliveryTask
 	if err := json.Unmarshal([]byte(body), &t); err != nil || t.ID == "" || t.Tenant == "" {
 		h.Logger.ErrorContext(ctx, "malformed event dropped", "err", err)
 		return nil
@@ -226,9 +265,6 @@ type Payload struct {
 
 func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
 	limit := h.MaxPayloadBytes
-	if limit == 0 {
-		limit = 256 << 10
-	}
 	var data any = map[string]string{"id": ev.GenerationID}
 	if ev.GenerationID == "" && ev.BatchID != "" && h.Batches != nil {
 		b, err := h.Batches.GetBatch(ctx, ev.BatchID)
@@ -275,7 +311,7 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 	if err != nil {
 		return err
 	}
-	code, retryAfter, postErr, latency := h.post(ctx, w, ev.ID, now, body)
+	code, retryAfter, latency, postErr := h.post(ctx, w, ev.ID, now, body)
 	a := lull.Attempt{N: n, At: now, StatusCode: code, Latency: latency}
 	if postErr != nil {
 		a.Error = postErr.Error()
@@ -311,7 +347,7 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 		log.InfoContext(ctx, "webhook attempt failed; retry scheduled", "err", a.Error, "retry_in", wait.String())
 		// Schedule first: if that fails, the event is redelivered and, the
 		// delivery showing no scheduled retry, attempted again.
-		if err := h.send(ctx, Task{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {
+		if err := h.send(ctx, lull.DeliveryTask{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {
 			return err
 		}
 		return h.Webhooks.SaveDelivery(ctx, d)
@@ -325,7 +361,7 @@ func withWebhook(ev lull.Event, id string) lull.Event { ev.WebhookID = id; retur
 // delays are whole seconds: wait is rounded up, so the task never arrives
 // before it is due (rounded down, a remainder under a second would hop
 // through the queue with no delay until it passed).
-func (h *Handler) send(ctx context.Context, t Task, wait time.Duration) error {
+func (h *Handler) send(ctx context.Context, t lull.DeliveryTask, wait time.Duration) error {
 	body, err := json.Marshal(t)
 	if err != nil {
 		return err
@@ -337,11 +373,11 @@ func (h *Handler) send(ctx context.Context, t Task, wait time.Duration) error {
 }
 
 // post sends one signed request; it returns the status (0 if none), the
-// Retry-After wait, a transport error and the latency.
-func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time.Time, body []byte) (int, time.Duration, error, time.Duration) {
+// Retry-After wait, the latency and a transport error.
+func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time.Time, body []byte) (code int, retryAfter, latency time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, err, 0
+		return 0, 0, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "lull-webhooks/1")
@@ -350,17 +386,16 @@ func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time
 		prev = w.PrevSecret
 	}
 	if err := whsign.Sign(req, id, now, body, w.Secret, prev); err != nil {
-		return 0, 0, err, 0
+		return 0, 0, 0, err
 	}
 	start := time.Now()
 	resp, err := h.Client.Do(req)
-	latency := time.Since(start)
+	latency = time.Since(start)
 	if err != nil {
-		return 0, 0, err, latency
+		return 0, 0, latency, err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	var retryAfter time.Duration
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
 			retryAfter = time.Duration(secs) * time.Second
@@ -368,5 +403,5 @@ func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time
 			retryAfter = max(t.Sub(now), 0)
 		}
 	}
-	return resp.StatusCode, retryAfter, nil, latency
+	return resp.StatusCode, retryAfter, latency, nil
 }

@@ -59,14 +59,18 @@ func newFixture(t *testing.T, respond func(n int, w http.ResponseWriter)) *fixtu
 
 // newHandler is the one place these tests build a handler: the defaults
 // below, changed by tune.
-func (f *fixture) newHandler(t *testing.T, tune func(*delivery.Handler)) *delivery.Handler {
+func (f *fixture) newHandler(t *testing.T, tune func(*delivery.Config)) *delivery.Handler {
 	t.Helper()
-	h := &delivery.Handler{
+	cfg := delivery.Config{
 		Webhooks: f.store, Generations: f.store, Batches: f.store, Blobs: f.blobs, Events: f.events,
 		Client: f.recv.srv.Client(), Logger: testLogger(t), Now: f.clock.Now, PublicURL: "https://api.example.com/",
 	}
 	if tune != nil {
-		tune(h)
+		tune(&cfg)
+	}
+	h, err := delivery.New(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return h
 }
@@ -231,11 +235,11 @@ func (f *fixture) pump(t *testing.T, h *delivery.Handler, limit int) {
 }
 
 // tasks returns the tasks waiting on the events queue.
-func (f *fixture) tasks(t *testing.T) []delivery.Task {
+func (f *fixture) tasks(t *testing.T) []lull.DeliveryTask {
 	t.Helper()
-	var out []delivery.Task
+	var out []lull.DeliveryTask
 	for _, m := range f.events.Messages() {
-		var task delivery.Task
+		var task lull.DeliveryTask
 		if err := json.Unmarshal(m.Body, &task); err != nil {
 			t.Fatal(err)
 		}
@@ -444,7 +448,7 @@ func TestPayloadSizeLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, nil)
-			h := f.newHandler(t, func(h *delivery.Handler) { h.MaxPayloadBytes = 2048 })
+			h := f.newHandler(t, func(c *delivery.Config) { c.MaxPayloadBytes = 2048 })
 			g, ev := f.completed(t, tc.response)
 			deliver(t, h, ev)
 			posts := f.recv.got()
@@ -552,7 +556,7 @@ func TestBatchLineEventsAreCounted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
 	lines := &lineCounter{}
-	h := f.newHandler(t, func(h *delivery.Handler) { h.Lines = lines })
+	h := f.newHandler(t, func(c *delivery.Config) { c.Lines = lines })
 	_, ev := f.completed(t, `{}`)
 	ev.BatchID = "batch_1"
 	deliver(t, h, ev)
@@ -608,7 +612,7 @@ func TestTargets(t *testing.T) {
 // does: reopen the delivery and queue its next attempt at once.
 func (f *fixture) retryNow(t *testing.T, d *lull.Delivery) {
 	t.Helper()
-	task := delivery.Task{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1}
+	task := lull.DeliveryTask{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1}
 	if err := f.events.Send(context.Background(), mustJSON(t, task), d.Tenant, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +652,7 @@ func TestManualRetry(t *testing.T) {
 			t.Fatalf("after the retry: %+v", d)
 		}
 		// An old scheduled attempt arriving now is not made.
-		late := delivery.Task{Event: d.Event(), DeliveryID: d.ID, Attempt: 4}
+		late := lull.DeliveryTask{Event: d.Event(), DeliveryID: d.ID, Attempt: 4}
 		if failed := handle(t, h, mustJSON(t, late)); len(failed) != 0 || len(f.recv.got()) != 11 {
 			t.Fatalf("a late scheduled attempt was made (failed %v, posts %d)", failed, len(f.recv.got()))
 		}

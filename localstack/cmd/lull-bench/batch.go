@@ -92,7 +92,7 @@ func batchIngest(ctx context.Context, lines, lineBytes int) (ingestResult, error
 	defer st.Close()
 	now := time.Now().UTC()
 	f := &lull.File{ID: lull.NewID("file"), Tenant: "dev", Purpose: lull.PurposeBatch, Filename: "bench.jsonl", CreatedAt: now}
-	f.Key = "files/dev/" + f.ID
+	f.Key = lull.FileKey("dev", f.ID)
 	if f.Bytes, err = st.Blobs.PutStream(ctx, f.Key, &inputReader{n: lines, size: lineBytes}, "application/jsonl"); err != nil {
 		return ingestResult{}, err
 	}
@@ -153,10 +153,13 @@ func ingestChild(args []string) error {
 	if os.Getenv("LULL_BENCH_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	h := &batchjob.Handler{
-		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(c.SQS, args[6]), Logger: log},
-		Blobs:   s3.New(c.S3, args[4]), Queues: map[string]lull.BatchSender{"lull-sim-1": sqs.New(c.SQS, args[5])}, Now: time.Now,
+	h, err := batchjob.New(batchjob.Config{
+		Batches: store, Generations: store, BatchQueue: sqs.New(c.SQS, args[6]), Logger: log,
+		Blobs: s3.New(c.S3, args[4]), Queues: map[string]lull.BatchSender{"lull-sim-1": sqs.New(c.SQS, args[5])},
 		Concurrency: 32,
+	})
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: args[7], Tenant: "dev"}); err != nil {

@@ -277,7 +277,7 @@ func webhooks(st *devstack.Stack, n int) (result, error) {
 		if _, err := st.Store.Start(ctx, g.ID, "bench", now, now.Add(time.Minute)); err != nil {
 			return result{}, err
 		}
-		key := "outputs/dev/" + g.ID + "/1.json"
+		key := lull.OutputKey("dev", g.ID, 1)
 		if err := st.Blobs.Put(ctx, key, []byte(`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hello"}}]}`), "application/json"); err != nil {
 			return result{}, err
 		}

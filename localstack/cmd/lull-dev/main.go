@@ -75,8 +75,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	key := cmp.Or(cfg.DevAPIKey, "sk-lull-dev")
-	model := cmp.Or(cfg.Model, "lull-sim-1")
+	key, model := st.Config().DevAPIKey, st.Config().Model
 	emu := "in-process emulators (goaws, minidyn, gofakes3)"
 	if cfg.Endpoints != (awsclients.Endpoints{}) {
 		emu = fmt.Sprintf("external endpoints %+v", st.Endpoints)

@@ -1,4 +1,9 @@
-package storetest
+// Package emutest gives tests the AWS-protocol backends to run against: the
+// in-process emulators (localstack/emulators) and, when they are running,
+// the external ones (DynamoDB Local and fauxqs, localstack/extemu). The
+// adapter packages' tests hand them to the shared/storetest suites; tests of
+// code built on the store take a fresh table from Table.
+package emutest
 
 import (
 	"context"
@@ -13,6 +18,7 @@ import (
 
 // Backend is a set of AWS-protocol endpoints to run the suites against.
 type Backend struct {
+	// Name is "inprocess" or "external".
 	Name    string
 	Clients *awsclients.Clients
 }

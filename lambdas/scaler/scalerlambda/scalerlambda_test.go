@@ -1,4 +1,4 @@
-package main
+package scalerlambda
 
 import (
 	"context"
@@ -11,9 +11,9 @@ import (
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
 )
 
-// TestHandler: the sweep runs whatever the scaling step returned, and the
-// run fails when either did.
-func TestHandler(t *testing.T) {
+// TestRun: the sweep runs whatever the scaling step returned, and the run
+// fails when either did.
+func TestRun(t *testing.T) {
 	t.Parallel()
 	errScale, errSweep := errors.New("scale failed"), errors.New("sweep failed")
 	for _, tc := range []struct {
@@ -28,11 +28,10 @@ func TestHandler(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			swept := false
-			h := handler(
+			err := run(context.Background(),
 				func(context.Context) (scale.Result, error) { return scale.Result{Failed: []string{"m"}}, tc.scaleErr },
 				func(context.Context) (sweep.Result, error) { swept = true; return sweep.Result{}, tc.sweepErr },
 				slog.New(slog.NewTextHandler(io.Discard, nil)))
-			err := h(context.Background())
 			if !swept {
 				t.Fatal("the sweep did not run")
 			}
