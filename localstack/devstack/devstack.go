@@ -43,8 +43,14 @@ type Config struct {
 	APIAddr string
 	// DevAPIKey is seeded for tenant "dev"; "sk-lull-dev" by default.
 	DevAPIKey string
-	// Model is the model served; "lull-sim-1" by default.
+	// Model is the generation model served; "lull-sim-1" by default.
 	Model string
+	// EmbedModel is the embedding model served, by its own simulator,
+	// queue and worker; "lull-sim-embed-1" by default, "-" for none. With
+	// VLLMURL set there is none unless EmbedVLLMURL names its engine.
+	EmbedModel string
+	// EmbedVLLMURL points the embedding worker at an external engine.
+	EmbedVLLMURL string
 	// VLLMURL points the workers at an external OpenAI-compatible engine
 	// instead of the built-in simulator.
 	VLLMURL string
@@ -86,6 +92,12 @@ func (c *Config) withDefaults() {
 	c.APIAddr = cmp.Or(c.APIAddr, "127.0.0.1:8080")
 	c.DevAPIKey = cmp.Or(c.DevAPIKey, "sk-lull-dev")
 	c.Model = cmp.Or(c.Model, "lull-sim-1")
+	if c.EmbedModel == "" && (c.VLLMURL == "" || c.EmbedVLLMURL != "") {
+		c.EmbedModel = "lull-sim-embed-1"
+	}
+	if c.EmbedModel == "-" {
+		c.EmbedModel = ""
+	}
 	c.Prefix = cmp.Or(c.Prefix, "lull-dev")
 	c.Workers = cmp.Or(c.Workers, 1)
 	c.WorkerConcurrency = cmp.Or(c.WorkerConcurrency, 16)
@@ -108,6 +120,12 @@ type Stack struct {
 	EngineURL string
 	// Sim is the built-in simulator, nil with an external engine.
 	Sim *vllmsim.Server
+	// EmbedSim, EmbedEngineURL and EmbedQueueURL are the embedding
+	// model's simulator (nil with an external engine), engine and queue;
+	// empty without an embedding model.
+	EmbedSim                      *vllmsim.Server
+	EmbedEngineURL, EmbedQueueURL string
+	embedDLQURL                   string
 	// Clients talk to the stack's AWS endpoints.
 	Clients   *awsclients.Clients
 	Endpoints awsclients.Endpoints
@@ -126,6 +144,7 @@ type Stack struct {
 	wg      sync.WaitGroup
 	srv     *http.Server
 	simSrv  *http.Server
+	servers []*http.Server
 	workers []*worker.Worker
 	mu      sync.Mutex
 }
@@ -180,6 +199,11 @@ func (s *Stack) start(ctx context.Context) error {
 	if s.BatchURL, s.BatchDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-batch", 5*time.Minute, 10); err != nil {
 		return err
 	}
+	if cfg.EmbedModel != "" {
+		if s.EmbedQueueURL, s.embedDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, QueueName(cfg.Prefix, cfg.EmbedModel), cfg.Visibility, cfg.MaxReceives); err != nil {
+			return err
+		}
+	}
 	if err := s.AddKey(ctx, cfg.DevAPIKey, "dev"); err != nil {
 		return err
 	}
@@ -202,12 +226,28 @@ func (s *Stack) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if cfg.EmbedModel != "" {
+		s.EmbedEngineURL = cfg.EmbedVLLMURL
+		if s.EmbedEngineURL == "" {
+			simCfg := cfg.Sim
+			simCfg.Model, simCfg.Task = cfg.EmbedModel, vllmsim.TaskEmbed
+			if s.EmbedSim, err = vllmsim.New(simCfg); err != nil {
+				return err
+			}
+			var srv *http.Server
+			if s.EmbedEngineURL, srv, err = serve("127.0.0.1:0", s.EmbedSim); err != nil {
+				return err
+			}
+			s.servers = append(s.servers, srv)
+		}
+	}
+	queues, batchQueues, tasks := s.queues()
 
 	// The API.
 	s.Guard = &netguard.Guard{AllowInsecure: !cfg.SecureWebhooks}
 	s.API, err = httpapi.New(httpapi.Config{
 		Generations: s.Store, Keys: s.Store, Blobs: s.Blobs,
-		Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+		Queues: queues, Tasks: tasks,
 		Logger: log, MinWindow: cfg.MinWindow, Webhooks: s.Store, Guard: s.Guard, Events: events,
 		Batches: s.Store, BatchQueue: batchQ,
 	})
@@ -221,6 +261,13 @@ func (s *Stack) start(ctx context.Context) error {
 	// Workers.
 	for range max(cfg.Workers, 0) {
 		if _, err := s.StartWorker(runCtx, nil); err != nil {
+			return err
+		}
+	}
+	if cfg.EmbedModel != "" && cfg.Workers >= 0 {
+		if _, err := s.StartWorker(runCtx, func(c *worker.Config) {
+			c.Model, c.QueueURL, c.VLLMURL = cfg.EmbedModel, s.EmbedQueueURL, s.EmbedEngineURL
+		}); err != nil {
 			return err
 		}
 	}
@@ -243,7 +290,7 @@ func (s *Stack) start(ctx context.Context) error {
 	// cost the in-process SQS a short poll every 20 ms each.
 	batches := &batchjob.Handler{
 		Counter: counter, Blobs: s.Blobs, Events: events, Now: time.Now,
-		Queues: map[string]lull.BatchSender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+		Queues: batchQueues, Tasks: tasks,
 	}
 	s.goRun(func() {
 		(&poller.Poller{Name: "batch", Queue: batchQ, Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
@@ -251,7 +298,10 @@ func (s *Stack) start(ctx context.Context) error {
 
 	// The DLQ consumer, through a local event-source poller.
 	dlq := &deadletter.Handler{Generations: s.Store, Batches: s.Store, Events: events, Logger: log, Now: time.Now}
-	for _, url := range []string{s.DLQURL, s.BatchDLQURL} {
+	for _, url := range []string{s.DLQURL, s.BatchDLQURL, s.embedDLQURL} {
+		if url == "" {
+			continue
+		}
 		s.goRun(func() {
 			(&poller.Poller{Name: "dlq", Queue: sqs.New(s.Clients.SQS, url), Handler: dlq.Handle, Logger: log}).Run(runCtx)
 		})
@@ -259,7 +309,7 @@ func (s *Stack) start(ctx context.Context) error {
 
 	// The sweeper on a ticker, as EventBridge runs the scaler Lambda.
 	sw := &sweep.Sweeper{
-		Generations: s.Store, Queues: map[string]lull.Sender{cfg.Model: sqs.New(s.Clients.SQS, s.QueueURL)},
+		Generations: s.Store, Queues: queues,
 		Events: events, Logger: log, Now: time.Now, Grace: cfg.SweepGrace,
 	}
 	s.goRun(func() {
@@ -280,6 +330,30 @@ func (s *Stack) start(ctx context.Context) error {
 }
 
 func (s *Stack) goRun(f func()) { s.wg.Go(f) }
+
+// Config returns the stack's configuration, defaults filled in.
+func (s *Stack) Config() Config { return s.cfg }
+
+// EmbedModel returns the embedding model served, "" for none.
+func (s *Stack) EmbedModel() string { return s.cfg.EmbedModel }
+
+// queues returns the request queues of the served models, as senders and
+// batch senders, and the models' tasks.
+func (s *Stack) queues() (map[string]lull.Sender, map[string]lull.BatchSender, map[string]lull.Task) {
+	senders := map[string]lull.Sender{}
+	batch := map[string]lull.BatchSender{}
+	tasks := map[string]lull.Task{s.cfg.Model: lull.TaskGenerate}
+	add := func(model, url string) {
+		q := sqs.New(s.Clients.SQS, url)
+		senders[model], batch[model] = q, q
+	}
+	add(s.cfg.Model, s.QueueURL)
+	if s.cfg.EmbedModel != "" {
+		add(s.cfg.EmbedModel, s.EmbedQueueURL)
+		tasks[s.cfg.EmbedModel] = lull.TaskEmbed
+	}
+	return senders, batch, tasks
+}
 
 // WorkerConfig returns the configuration a worker of this stack runs with.
 func (s *Stack) WorkerConfig() worker.Config {
@@ -356,8 +430,14 @@ func (s *Stack) Close() error {
 	if s.simSrv != nil {
 		errs = append(errs, s.simSrv.Close())
 	}
+	for _, srv := range s.servers {
+		errs = append(errs, srv.Close())
+	}
 	if s.Sim != nil {
 		s.Sim.Close()
+	}
+	if s.EmbedSim != nil {
+		s.EmbedSim.Close()
 	}
 	if s.emu != nil {
 		errs = append(errs, s.emu.Close())

@@ -65,7 +65,7 @@ type Event struct {
 // EventFor returns the event announcing g's terminal status. Its ID depends
 // only on the generation and the type, so every re-send has the same ID.
 func EventFor(g *Generation) Event {
-	typ := EventTypeFor(g.Status)
+	typ := EventTypeOf(g)
 	return Event{
 		ID: "evt_" + g.ID[len("gen_"):] + "_" + string(g.Status), Type: typ, Tenant: g.Tenant,
 		GenerationID: g.ID, BatchID: g.BatchID, WebhookID: g.WebhookID, CreatedAt: g.CompletedAt,

@@ -28,6 +28,9 @@ type Config struct {
 	Blobs       lull.Blobs
 	// Queues maps each served model to its request queue.
 	Queues map[string]lull.Sender
+	// Tasks says what each served model does; a model missing here
+	// generates (chat, completions, responses).
+	Tasks  map[string]lull.Task
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -192,6 +195,8 @@ func (s *Server) route(path string, methods map[string]handler) {
 func (s *Server) routes() {
 	s.route("/v1/slow/chat/completions", map[string]handler{http.MethodPost: s.accept(lull.EndpointChat)})
 	s.route("/v1/slow/completions", map[string]handler{http.MethodPost: s.accept(lull.EndpointCompletions)})
+	s.route("/v1/slow/embeddings", map[string]handler{http.MethodPost: s.accept(lull.EndpointEmbeddings)})
+	s.responseRoutes()
 	s.route("/v1/generation/{id}", map[string]handler{http.MethodGet: s.getGeneration})
 	s.route("/v1/generation/{id}/cancel", map[string]handler{http.MethodPost: s.cancelGeneration})
 	s.route("/v1/generations", map[string]handler{http.MethodGet: s.listGenerations})

@@ -98,6 +98,9 @@ const (
 type Handler struct {
 	Counter
 	Blobs lull.Blobs
+	// Tasks says what each served model does; a model missing here
+	// generates (chat, completions, responses).
+	Tasks map[string]lull.Task
 	// Queues maps each served model to its request queue.
 	Queues map[string]lull.BatchSender
 	// Events receives batch.* events; nil disables them.
