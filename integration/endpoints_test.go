@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -189,4 +192,102 @@ func TestBackgroundResponsesThroughSDK(t *testing.T) {
 func isStatus(err error, code int) bool {
 	var apiErr *openai.Error
 	return err != nil && errors.As(err, &apiErr) && apiErr.StatusCode == code
+}
+
+// TestBatchesOfEmbeddingsAndResponses runs a batch of 100 embedding lines
+// and one of 100 response lines through openai-go v3's Files and Batches
+// APIs; every output line is OpenAI's shape with the simulator's answer.
+func TestBatchesOfEmbeddingsAndResponses(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, devstack.Config{WorkerConcurrency: 32})
+	client := v3Client(st, "/v1")
+	ctx := context.Background()
+	embedModel, genModel := st.EmbedModel(), st.Config().Model
+	for _, run := range []struct {
+		endpoint openai.BatchNewParamsEndpoint
+		body     func(i int) string
+		check    func(t *testing.T, i int, body json.RawMessage)
+	}{
+		{
+			endpoint: openai.BatchNewParamsEndpointV1Embeddings,
+			body:     func(i int) string { return fmt.Sprintf(`{"model":%q,"input":"line %d to embed"}`, embedModel, i) },
+			check: func(t *testing.T, i int, body json.RawMessage) {
+				var e openai.CreateEmbeddingResponse
+				if err := json.Unmarshal(body, &e); err != nil || len(e.Data) != 1 {
+					t.Fatalf("line %d: %s: %v", i, body, err)
+				}
+				want := vllmsim.ExpectEmbedding(embedModel, fmt.Sprintf("line %d to embed", i), 32)
+				if got := e.Data[0].Embedding; len(got) != 32 || math.Abs(got[5]-float64(want[5])) > 1e-6 {
+					t.Fatalf("line %d: embedding %v, want %v", i, got, want)
+				}
+			},
+		},
+		{
+			endpoint: openai.BatchNewParamsEndpointV1Responses,
+			body: func(i int) string {
+				return fmt.Sprintf(`{"model":%q,"input":"response line %d","max_output_tokens":40}`, genModel, i)
+			},
+			check: func(t *testing.T, i int, body json.RawMessage) {
+				var r responses.Response
+				if err := json.Unmarshal(body, &r); err != nil {
+					t.Fatalf("line %d: %s: %v", i, body, err)
+				}
+				msgs, _ := vllmsim.ResponsesMessages("", json.RawMessage(fmt.Sprintf("%q", fmt.Sprintf("response line %d", i))))
+				if want := vllmsim.Expect(genModel, vllmsim.ChatPrompt(msgs), 40); r.OutputText() != want.Text {
+					t.Fatalf("line %d: %q, want %q", i, r.OutputText(), want.Text)
+				}
+			},
+		},
+	} {
+		t.Run(string(run.endpoint), func(t *testing.T) {
+			var buf bytes.Buffer
+			for i := range 100 {
+				fmt.Fprintf(&buf, `{"custom_id":"c-%d","method":"POST","url":%q,"body":%s}`+"\n", i, run.endpoint, run.body(i))
+			}
+			f, err := client.Files.New(ctx, openai.FileNewParams{File: openai.File(bytes.NewReader(buf.Bytes()), "in.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := client.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: run.endpoint, CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(2 * time.Minute)
+			for b.Status != openai.BatchStatusCompleted {
+				if time.Now().After(deadline) || b.Status == openai.BatchStatusFailed {
+					t.Fatalf("batch %s", b.RawJSON())
+				}
+				time.Sleep(100 * time.Millisecond)
+				if b, err = client.Batches.Get(ctx, b.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if b.RequestCounts.Completed != 100 || b.Endpoint != string(run.endpoint) {
+				t.Fatalf("batch %s", b.RawJSON())
+			}
+			resp, err := client.Files.Content(ctx, b.OutputFileID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 1<<20), 8<<20)
+			seen := 0
+			for sc.Scan() {
+				var l outputLine
+				if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Response == nil || l.Response.StatusCode != 200 {
+					t.Fatalf("output line %s: %v", sc.Text(), err)
+				}
+				var i int
+				if _, err := fmt.Sscanf(l.CustomID, "c-%d", &i); err != nil || i != seen {
+					t.Fatalf("line %d has custom_id %q, want input order", seen, l.CustomID)
+				}
+				run.check(t, i, l.Response.Body)
+				seen++
+			}
+			if seen != 100 {
+				t.Fatalf("%d output lines, want 100", seen)
+			}
+		})
+	}
 }
