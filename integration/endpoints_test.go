@@ -9,13 +9,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"math"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	openai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
+	"github.com/openai/openai-go/v3/webhooks"
 
 	"github.com/lull-ai/lull/localstack/devstack"
 	"github.com/lull-ai/lull/localstack/vllmsim"
@@ -289,5 +295,127 @@ func TestBatchesOfEmbeddingsAndResponses(t *testing.T) {
 				t.Fatalf("%d output lines, want 100", seen)
 			}
 		})
+	}
+}
+
+// sdkReceiver records every POST that openai-go v3's webhooks.Unwrap
+// verifies and parses with the endpoint's secret (set once it is known).
+type sdkReceiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	secret string
+	events []webhooks.UnwrapWebhookEventUnion
+	bad    []error
+}
+
+func newSDKReceiver(t *testing.T) *sdkReceiver {
+	rc := &sdkReceiver{}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		c := openai.NewClient(option.WithWebhookSecret(rc.secret), option.WithAPIKey("unused"))
+		ev, err := c.Webhooks.Unwrap(body, r.Header)
+		if err != nil {
+			rc.bad = append(rc.bad, fmt.Errorf("%w: %s", err, body))
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		rc.events = append(rc.events, *ev)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+func (rc *sdkReceiver) seen(typ string) []webhooks.UnwrapWebhookEventUnion {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []webhooks.UnwrapWebhookEventUnion
+	for _, e := range rc.events {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestWebhookEndpointsThroughSDK manages an endpoint with openai-go v3's
+// client.Webhooks (create, get, list, update, test, rotate, delete) and
+// checks that a background response and a batch announce
+// response.completed and batch.completed in OpenAI's event shape, which
+// the SDK's Unwrap verifies and parses.
+func TestWebhookEndpointsThroughSDK(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, devstack.Config{WebhookTimeScale: 0.001})
+	client := v3Client(st, "/v1")
+	ctx := context.Background()
+	rc := newSDKReceiver(t)
+
+	ep, err := client.Webhooks.New(ctx, webhooks.WebhookNewParams{Name: "sdk", URL: rc.srv.URL,
+		EventTypes: []string{"response.completed", "batch.completed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.SigningSecret == "" || ep.Name != "sdk" || len(ep.EventTypes) != 2 || ep.SigningSecretHint == "" {
+		t.Fatalf("created %s", ep.RawJSON())
+	}
+	rc.mu.Lock()
+	rc.secret = ep.SigningSecret
+	rc.mu.Unlock()
+	if got, err := client.Webhooks.Get(ctx, ep.ID); err != nil || got.URL != rc.srv.URL || got.JSON.ExtraFields["signing_secret"].Valid() {
+		t.Fatalf("get: %v %+v", err, got)
+	}
+	if page, err := client.Webhooks.List(ctx, webhooks.WebhookListParams{}); err != nil || len(page.Data) != 1 {
+		t.Fatalf("list: %v %+v", err, page)
+	}
+	if up, err := client.Webhooks.Update(ctx, ep.ID, webhooks.WebhookUpdateParams{Name: openai.String("renamed")}); err != nil || up.Name != "renamed" {
+		t.Fatalf("update: %v %+v", err, up)
+	}
+	res, err := client.Webhooks.Test(ctx, ep.ID, webhooks.WebhookTestParams{EventType: webhooks.WebhookTestParamsEventTypeResponseCompleted})
+	if err != nil || res.StatusCode != 200 || !res.Success {
+		t.Fatalf("test: %v %+v (receiver errors %v)", err, res, rc.bad)
+	}
+	if got := rc.seen("response.completed"); len(got) != 1 || got[0].Data.ID == "" {
+		t.Fatalf("test event: %+v, errors %v", got, rc.bad)
+	}
+
+	// A real response and a real batch end, and each announces once.
+	r, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: st.Config().Model, Background: openai.Bool(true),
+		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("tell the webhook")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := client.Files.New(ctx, openai.FileNewParams{Purpose: openai.FilePurposeBatch, File: openai.File(strings.NewReader(
+		fmt.Sprintf(`{"custom_id":"a","method":"POST","url":"/v1/responses","body":{"model":%q,"input":"hi"}}`+"\n", st.Config().Model)), "in.jsonl", "application/jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := client.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1Responses,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "response.completed and batch.completed", func() bool {
+		return len(rc.seen("response.completed")) == 2 && len(rc.seen("batch.completed")) == 1
+	})
+	if got := rc.seen("response.completed")[1]; got.Data.ID != r.ID || got.Object != "event" {
+		t.Fatalf("response event %+v, want data.id %s", got, r.ID)
+	}
+	if got := rc.seen("batch.completed")[0]; got.Data.ID != b.ID {
+		t.Fatalf("batch event %+v, want data.id %s", got, b.ID)
+	}
+	if len(rc.bad) > 0 {
+		t.Fatalf("receiver refused: %v", rc.bad)
+	}
+
+	rot, err := client.Webhooks.RotateSecret(ctx, ep.ID, webhooks.WebhookRotateSecretParams{})
+	if err != nil || rot.SigningSecret == "" || rot.SigningSecret == ep.SigningSecret {
+		t.Fatalf("rotate: %v %+v", err, rot)
+	}
+	if del, err := client.Webhooks.Delete(ctx, ep.ID); err != nil || !del.Deleted {
+		t.Fatalf("delete: %v %+v", err, del)
+	}
+	if _, err := client.Webhooks.Get(ctx, ep.ID); !isStatus(err, 404) {
+		t.Fatalf("get after delete: %v, want 404", err)
 	}
 }

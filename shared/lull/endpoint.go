@@ -80,6 +80,11 @@ const (
 	EventResponseCompleted = "response.completed"
 	EventResponseFailed    = "response.failed"
 	EventResponseCancelled = "response.cancelled"
+	// EventResponseIncomplete is accepted in subscriptions, as OpenAI
+	// lists it, but lull announces a response that stopped at
+	// max_output_tokens as response.completed (its status says
+	// incomplete).
+	EventResponseIncomplete = "response.incomplete"
 )
 
 // EventTypeOf returns the event type announcing g's terminal status, or ""

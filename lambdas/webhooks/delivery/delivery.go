@@ -5,18 +5,15 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -224,6 +221,9 @@ type Payload struct {
 }
 
 func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
+	if genview.OpenAIShaped(ev.Type) {
+		return json.Marshal(genview.Event(ev))
+	}
 	limit := h.MaxPayloadBytes
 	if limit == 0 {
 		limit = 256 << 10
@@ -332,34 +332,10 @@ func (h *Handler) send(ctx context.Context, t Task, wait time.Duration) error {
 // post sends one signed request; it returns the status (0 if none), the
 // Retry-After wait, a transport error and the latency.
 func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time.Time, body []byte) (int, time.Duration, error, time.Duration) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
-	if err != nil {
-		return 0, 0, err, 0
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "lull-webhooks/1")
 	prev := ""
 	if now.Before(w.PrevSecretUntil) {
 		prev = w.PrevSecret
 	}
-	if err := whsign.Sign(req, id, now, body, w.Secret, prev); err != nil {
-		return 0, 0, err, 0
-	}
-	start := time.Now()
-	resp, err := h.Client.Do(req)
-	latency := time.Since(start)
-	if err != nil {
-		return 0, 0, err, latency
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	var retryAfter time.Duration
-	if v := resp.Header.Get("Retry-After"); v != "" {
-		if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-			retryAfter = time.Duration(secs) * time.Second
-		} else if t, err := http.ParseTime(v); err == nil {
-			retryAfter = max(t.Sub(now), 0)
-		}
-	}
-	return resp.StatusCode, retryAfter, nil, latency
+	res, err := whsign.Post(ctx, h.Client, w.URL, id, now, body, w.Secret, prev)
+	return res.Status, res.RetryAfter, err, res.Latency
 }
