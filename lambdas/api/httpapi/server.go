@@ -252,16 +252,17 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 
 // Codes used only at the HTTP layer.
 const (
-	codeMethodNotAllowed = "method_not_allowed"
-	codeUnknownURL       = "unknown_url"
-	codeModelNotFound    = request.CodeModelNotFound
+	codeMethodNotAllowed  = "method_not_allowed"
+	codeUnknownURL        = "unknown_url"
+	codeModelNotFound     = request.CodeModelNotFound
+	codeModelNotSupported = request.CodeModelNotSupported
 )
 
 // status maps an error code to its HTTP status. It is the only place that
 // does so.
 func status(code string) int {
 	switch code {
-	case lull.EINVALID:
+	case lull.EINVALID, codeModelNotSupported:
 		return http.StatusBadRequest
 	case lull.EUNAUTHORIZED:
 		return http.StatusUnauthorized
