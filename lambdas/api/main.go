@@ -36,11 +36,15 @@ func build(ctx context.Context, log *slog.Logger) (*httpapi.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	tasks, err := cfg.Tasks()
+	if err != nil {
+		return nil, err
+	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
 	store.Retention = cfg.Retention
 	return httpapi.New(httpapi.Config{
 		Generations: store, Keys: store, Blobs: s3.New(c.S3, cfg.Bucket),
-		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Logger: log,
+		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Tasks: tasks, Logger: log,
 		DefaultWindow: cfg.DefaultWindow, MaxWindow: cfg.MaxWindow, MaxBodyBytes: int64(cfg.MaxBodyBytes),
 		Webhooks: webhooks(store, cfg), Guard: &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks},
 		Events:  sqs.Optional(c.SQS, cfg.EventsQueueURL),

@@ -29,6 +29,11 @@ func main() {
 		log.Error("batch init failed", "err", err)
 		os.Exit(1)
 	}
+	tasks, err := cfg.Tasks()
+	if err != nil {
+		log.Error("batch init failed", "err", err)
+		os.Exit(1)
+	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
 	queues := map[string]lull.BatchSender{}
 	for model, url := range cfg.ModelQueues {
@@ -36,7 +41,7 @@ func main() {
 	}
 	h := &batchjob.Handler{
 		Counter: batchjob.Counter{Batches: store, Generations: store, BatchQueue: sqs.New(c.SQS, cfg.BatchQueueURL), Logger: log},
-		Blobs:   s3.New(c.S3, cfg.Bucket), Queues: queues, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Now: time.Now,
+		Blobs:   s3.New(c.S3, cfg.Bucket), Queues: queues, Tasks: tasks, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Now: time.Now,
 	}
 	lambda.Start(h.Handle)
 }
