@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openai/openai-go"
-	"github.com/openai/openai-go/option"
+	openai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/lull-ai/lull/localstack/devstack"
 	"github.com/lull-ai/lull/localstack/vllmsim"
@@ -458,9 +458,10 @@ func TestBatchWebhook(t *testing.T) {
 	if len(rc.bad) > 0 || len(rc.seen) != 1 {
 		t.Fatalf("receiver saw %d events (%d bad): %v", len(rc.seen), len(rc.bad), rc.seen)
 	}
-	for _, p := range rc.seen {
+	// OpenAI's event shape: the batch's ID, to be fetched.
+	for id, p := range rc.seen {
 		d, _ := p["data"].(map[string]any)
-		if p["type"] != "batch.completed" || d["id"] != b.ID || d["object"] != "batch" || d["output_file_id"] != b.OutputFileID {
+		if p["type"] != "batch.completed" || p["object"] != "event" || p["id"] != id || d["id"] != b.ID || len(d) != 1 {
 			t.Fatalf("payload %v", p)
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openai/openai-go"
-	"github.com/openai/openai-go/option"
+	openai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/lull-ai/lull/localstack/devstack"
 	"github.com/lull-ai/lull/localstack/vllmsim"

@@ -70,7 +70,7 @@ type Result struct {
 // Do runs the request body against endpoint. It removes fields that only
 // lull understands (metadata, stream options) before sending.
 func (c *Client) Do(ctx context.Context, endpoint lull.Endpoint, body []byte) (*Result, error) {
-	payload, err := c.rewrite(body)
+	payload, err := c.rewrite(endpoint, body)
 	if err != nil {
 		return nil, &Error{Status: 400, Message: "request body is not a JSON object", Err: err}
 	}
@@ -98,16 +98,31 @@ func (c *Client) Do(ctx context.Context, endpoint lull.Endpoint, body []byte) (*
 		return nil, &Error{Status: resp.StatusCode, Message: engineMessage(data), Transient: transientStatus(resp.StatusCode)}
 	}
 	var parsed struct {
-		Usage *lull.Usage `json:"usage"`
+		Usage *engineUsage `json:"usage"`
 	}
 	if err := json.Unmarshal(data, &parsed); err != nil {
 		return nil, &Error{Status: resp.StatusCode, Message: "response is not JSON", Transient: true, Err: err}
 	}
 	res := &Result{Body: data}
-	if parsed.Usage != nil {
-		res.Usage = *parsed.Usage
+	if u := parsed.Usage; u != nil {
+		res.Usage = lull.Usage{
+			PromptTokens:     u.PromptTokens + u.InputTokens,
+			CompletionTokens: u.CompletionTokens + u.OutputTokens,
+			TotalTokens:      u.TotalTokens,
+		}
 	}
 	return res, nil
+}
+
+// engineUsage reads both usage shapes: chat, completions and embeddings
+// count prompt_tokens and completion_tokens, the Responses API input_tokens
+// and output_tokens. lull records them as prompt and completion tokens.
+type engineUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	InputTokens      int `json:"input_tokens"`
+	OutputTokens     int `json:"output_tokens"`
+	TotalTokens      int `json:"total_tokens"`
 }
 
 func transientStatus(code int) bool {
@@ -138,7 +153,7 @@ func engineMessage(data []byte) string {
 	return s
 }
 
-func (c *Client) rewrite(body []byte) ([]byte, error) {
+func (c *Client) rewrite(endpoint lull.Endpoint, body []byte) ([]byte, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, err
@@ -147,6 +162,11 @@ func (c *Client) rewrite(body []byte) ([]byte, error) {
 	delete(m, "stream")
 	delete(m, "stream_options")
 	delete(m, "store")
+	delete(m, "background")
+	if endpoint == lull.EndpointResponses {
+		// lull keeps the response; the engine must not hold a copy.
+		m["store"] = json.RawMessage("false")
+	}
 	if c.Model != "" {
 		m["model"], _ = json.Marshal(c.Model)
 	}

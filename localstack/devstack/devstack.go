@@ -53,8 +53,14 @@ type Config struct {
 	APIAddr string
 	// DevAPIKey is seeded for tenant "dev"; "sk-lull-dev" by default.
 	DevAPIKey string
-	// Model is the model served; "lull-sim-1" by default.
+	// Model is the generation model served; "lull-sim-1" by default.
 	Model string
+	// EmbedModel is the embedding model served, by its own simulator,
+	// queue and worker; "lull-sim-embed-1" by default, "-" for none. With
+	// VLLMURL set there is none unless EmbedVLLMURL names its engine.
+	EmbedModel string
+	// EmbedVLLMURL points the embedding worker at an external engine.
+	EmbedVLLMURL string
 	// VLLMURL points the workers at an external OpenAI-compatible engine
 	// instead of the built-in simulator.
 	VLLMURL string
@@ -106,6 +112,12 @@ func (c *Config) withDefaults() {
 	c.APIAddr = cmp.Or(c.APIAddr, "127.0.0.1:8080")
 	c.DevAPIKey = cmp.Or(c.DevAPIKey, "sk-lull-dev")
 	c.Model = cmp.Or(c.Model, "lull-sim-1")
+	if c.EmbedModel == "" && (c.VLLMURL == "" || c.EmbedVLLMURL != "") {
+		c.EmbedModel = "lull-sim-embed-1"
+	}
+	if c.EmbedModel == "-" {
+		c.EmbedModel = ""
+	}
 	c.Prefix = cmp.Or(c.Prefix, "lull-dev")
 	c.Workers = cmp.Or(c.Workers, 1)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, 30*time.Second)
@@ -127,6 +139,12 @@ type Stack struct {
 	EngineURL string
 	// Sim is the built-in simulator, nil with an external engine.
 	Sim *vllmsim.Server
+	// EmbedSim, EmbedEngineURL and EmbedQueueURL are the embedding
+	// model's simulator (nil with an external engine), engine and queue;
+	// empty without an embedding model.
+	EmbedSim                      *vllmsim.Server
+	EmbedEngineURL, EmbedQueueURL string
+	embedDLQURL                   string
 	// Clients talk to the stack's AWS endpoints.
 	Clients   *awsclients.Clients
 	Endpoints awsclients.Endpoints
@@ -146,6 +164,7 @@ type Stack struct {
 	wg      sync.WaitGroup
 	srv     *http.Server
 	simSrv  *http.Server
+	servers []*http.Server
 	workers []*worker.Worker
 	mu      sync.Mutex
 }
@@ -203,6 +222,11 @@ func (s *Stack) start(ctx context.Context) error {
 	if s.BatchURL, s.BatchDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-batch", 5*time.Minute, 10); err != nil {
 		return err
 	}
+	if cfg.EmbedModel != "" {
+		if s.EmbedQueueURL, s.embedDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, QueueName(cfg.Prefix, cfg.EmbedModel), cfg.Visibility, cfg.MaxReceives); err != nil {
+			return err
+		}
+	}
 	if err := s.AddKey(ctx, cfg.DevAPIKey, "dev"); err != nil {
 		return err
 	}
@@ -222,11 +246,30 @@ func (s *Stack) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if cfg.EmbedModel != "" {
+		s.EmbedEngineURL = cfg.EmbedVLLMURL
+		if s.EmbedEngineURL == "" {
+			simCfg := cfg.Sim
+			simCfg.Model, simCfg.Task = cfg.EmbedModel, vllmsim.TaskEmbed
+			if s.EmbedSim, err = vllmsim.New(simCfg); err != nil {
+				return err
+			}
+			var srv *http.Server
+			if s.EmbedEngineURL, srv, err = serve("127.0.0.1:0", s.EmbedSim); err != nil {
+				return err
+			}
+			s.servers = append(s.servers, srv)
+		}
+	}
 
 	// Every component's settings: its defaults, this stack's resources, and
 	// what cfg asks to change.
 	storage := settings.Storage{Table: s.Table, Bucket: s.Bucket}
 	queues := settings.Queues{ModelQueues: map[string]string{cfg.Model: s.QueueURL}, EventsQueueURL: s.EventsURL, BatchQueueURL: s.BatchURL}
+	if cfg.EmbedModel != "" {
+		queues.ModelQueues[cfg.EmbedModel] = s.EmbedQueueURL
+		queues.ModelTasks = map[string]string{cfg.EmbedModel: string(lull.TaskEmbed)}
+	}
 	var (
 		apiCfg    settings.API
 		hooksCfg  settings.Webhooks
@@ -273,6 +316,13 @@ func (s *Stack) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if cfg.EmbedModel != "" && cfg.Workers >= 0 {
+		if _, err := s.StartWorker(runCtx, func(c *worker.Config) {
+			c.Model, c.QueueURL, c.VLLMURL = cfg.EmbedModel, s.EmbedQueueURL, s.EmbedEngineURL
+		}); err != nil {
+			return err
+		}
+	}
 
 	// The webhook dispatcher on the events queue, as Lambda's event source
 	// mapping would run it.
@@ -303,7 +353,10 @@ func (s *Stack) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, url := range []string{s.DLQURL, s.BatchDLQURL} {
+	for _, url := range []string{s.DLQURL, s.BatchDLQURL, s.embedDLQURL} {
+		if url == "" {
+			continue
+		}
 		s.goRun(func() {
 			(&poller.Poller{Name: "dlq", Queue: sqs.New(s.Clients.SQS, url), Handler: dlq.Handle, Logger: log}).Run(runCtx)
 		})
@@ -333,6 +386,9 @@ func (s *Stack) start(ctx context.Context) error {
 }
 
 func (s *Stack) goRun(f func()) { s.wg.Go(f) }
+
+// EmbedModel returns the embedding model served, "" for none.
+func (s *Stack) EmbedModel() string { return s.cfg.EmbedModel }
 
 // WorkerConfig returns the configuration a worker of this stack runs with:
 // worker.Config's defaults, this stack's resources and engine, and what
@@ -403,8 +459,14 @@ func (s *Stack) Close() error {
 	if s.simSrv != nil {
 		errs = append(errs, s.simSrv.Close())
 	}
+	for _, srv := range s.servers {
+		errs = append(errs, srv.Close())
+	}
 	if s.Sim != nil {
 		s.Sim.Close()
+	}
+	if s.EmbedSim != nil {
+		s.EmbedSim.Close()
 	}
 	if s.emu != nil {
 		errs = append(errs, s.emu.Close())

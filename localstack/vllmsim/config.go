@@ -13,6 +13,13 @@ type Config struct {
 	// Model is the served model name (vLLM --served-model-name). Requests
 	// naming another model get 404. Default "lull-sim-1".
 	Model string
+	// Task is what the model serves: TaskGenerate (default: chat,
+	// completions, responses) or TaskEmbed (embeddings only, as a vLLM
+	// pooling model).
+	Task string
+	// EmbedDimensions is the length of an embedding model's vectors.
+	// Default 32.
+	EmbedDimensions int
 	// MaxModelLen is the prompt + completion token limit (--max-model-len).
 	// It must fit in the KV cache: MaxModelLen <= KVBlocks*BlockSize, as
 	// vLLM refuses to start otherwise. Default 8192.
@@ -92,6 +99,8 @@ type Config struct {
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	c.Model = cmp.Or(c.Model, "lull-sim-1")
+	c.Task = cmp.Or(c.Task, TaskGenerate)
+	c.EmbedDimensions = cmp.Or(c.EmbedDimensions, 32)
 	c.MaxModelLen = cmp.Or(c.MaxModelLen, 8192)
 	c.MaxNumSeqs = cmp.Or(c.MaxNumSeqs, 64)
 	c.KVBlocks = cmp.Or(c.KVBlocks, 2048)
@@ -114,6 +123,10 @@ func (c Config) validate() error {
 		}
 	}
 	positive("MaxModelLen", c.MaxModelLen)
+	positive("EmbedDimensions", c.EmbedDimensions)
+	if c.Task != TaskGenerate && c.Task != TaskEmbed {
+		errs = append(errs, fmt.Errorf("task must be %q or %q, got %q", TaskGenerate, TaskEmbed, c.Task))
+	}
 	positive("MaxNumSeqs", c.MaxNumSeqs)
 	positive("KVBlocks", c.KVBlocks)
 	positive("BlockSize", c.BlockSize)

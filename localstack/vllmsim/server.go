@@ -60,6 +60,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, eng: newEngine(cfg), mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { s.complete(w, r, true) })
 	s.mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) { s.complete(w, r, false) })
+	s.mux.HandleFunc("POST /v1/embeddings", s.embeddings)
+	s.mux.HandleFunc("POST /v1/responses", s.responses)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
@@ -197,6 +199,10 @@ func (s *Server) admit() (int, string) {
 }
 
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
+	if s.cfg.Task == TaskEmbed {
+		writeError(w, http.StatusBadRequest, "The model does not support the Completions API.")
+		return
+	}
 	if s.eng.isClosed() {
 		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
 		return
@@ -220,27 +226,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
 		}
 		return
 	}
-	s.mu.Lock()
-	delay := s.delay
-	s.mu.Unlock()
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	j := &job{arrived: time.Now(), done: make(chan struct{}), seqs: make([]*seq, len(choices))}
-	if req.Stream {
-		j.notify = make(chan struct{}, 1)
-	}
-	for i := range choices {
-		j.seqs[i] = choices[i].seq
-	}
-	if err := s.eng.submit(j); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
+	j, ok := s.submit(w, r, choices, req.Stream)
+	if !ok {
 		return
 	}
 	out := &responder{
@@ -257,6 +244,36 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	out.whole(w, r)
+}
+
+// submit waits out an injected delay, then puts the choices' sequences on
+// the engine as one job. It writes the error and returns false when the
+// client left or the engine stopped.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, choices []choice, stream bool) (*job, bool) {
+	s.mu.Lock()
+	delay := s.delay
+	s.mu.Unlock()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return nil, false
+		}
+	}
+	j := &job{arrived: time.Now(), done: make(chan struct{}), seqs: make([]*seq, len(choices))}
+	if stream {
+		j.notify = make(chan struct{}, 1)
+	}
+	for i := range choices {
+		j.seqs[i] = choices[i].seq
+	}
+	if err := s.eng.submit(j); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
+		return nil, false
+	}
+	return j, true
 }
 
 // plan validates a request the way vLLM does and computes every choice's

@@ -36,7 +36,7 @@ func Enqueue(ctx context.Context, gens lull.Generations, q lull.Sender, g *lull.
 // sender (events disabled) or a status with no event is a no-op. The event ID
 // is stable, so announcing twice lets receivers de-duplicate.
 func Announce(ctx context.Context, events lull.Sender, g *lull.Generation) error {
-	if events == nil || !g.Status.Terminal() || lull.EventTypeFor(g.Status) == "" {
+	if events == nil || !g.Status.Terminal() || lull.EventTypeOf(g) == "" {
 		return nil
 	}
 	body, err := json.Marshal(lull.EventFor(g))

@@ -31,6 +31,7 @@ type webhookRecord struct {
 	Disabled        bool     `dynamodbav:"disabled"`
 	DisabledReason  string   `dynamodbav:"disabled_reason,omitempty"`
 	CreatedAt       int64    `dynamodbav:"created_at"`
+	UpdatedAt       int64    `dynamodbav:"updated_at,omitempty"`
 	GSI1PK          string   `dynamodbav:"gsi1pk"`
 	GSI1SK          string   `dynamodbav:"gsi1sk"`
 }
@@ -70,7 +71,7 @@ func (s *Store) putWebhook(ctx context.Context, w *lull.Webhook, cond string) er
 	item, err := attributevalue.MarshalMap(webhookRecord{
 		PK: whPK(w.ID), SK: "WH", ID: w.ID, Tenant: w.Tenant, URL: w.URL, Description: w.Description, Events: w.Events,
 		Secret: w.Secret, PrevSecret: w.PrevSecret, PrevSecretUntil: ms(w.PrevSecretUntil), Disabled: w.Disabled,
-		DisabledReason: w.DisabledReason, CreatedAt: ms(w.CreatedAt),
+		DisabledReason: w.DisabledReason, CreatedAt: ms(w.CreatedAt), UpdatedAt: ms(w.UpdatedAt),
 		GSI1PK: "T#" + w.Tenant + "#WH", GSI1SK: sortKey(w.CreatedAt, w.ID),
 	})
 	if err != nil {
@@ -101,7 +102,7 @@ func (s *Store) UpdateWebhook(ctx context.Context, w *lull.Webhook) error {
 func (r *webhookRecord) webhook() *lull.Webhook {
 	return &lull.Webhook{ID: r.ID, Tenant: r.Tenant, URL: r.URL, Description: r.Description, Events: r.Events,
 		Secret: r.Secret, PrevSecret: r.PrevSecret, PrevSecretUntil: fromMS(r.PrevSecretUntil), Disabled: r.Disabled,
-		DisabledReason: r.DisabledReason, CreatedAt: fromMS(r.CreatedAt)}
+		DisabledReason: r.DisabledReason, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt)}
 }
 
 // GetWebhook implements lull.Webhooks.

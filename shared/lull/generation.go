@@ -84,8 +84,13 @@ const (
 
 // Object is the OpenAI object name of the endpoint's response.
 func (e Endpoint) Object() string {
-	if e == EndpointCompletions {
+	switch e {
+	case EndpointCompletions:
 		return "text_completion"
+	case EndpointEmbeddings:
+		return "list"
+	case EndpointResponses:
+		return "response"
 	}
 	return "chat.completion"
 }

@@ -107,7 +107,7 @@ type Event struct {
 // only on the generation and the status, so every re-send has the same ID;
 // the generation ID's "gen_" prefix, when present, is left out of it.
 func EventFor(g *Generation) Event {
-	typ := EventTypeFor(g.Status)
+	typ := EventTypeOf(g)
 	return Event{
 		ID: "evt_" + strings.TrimPrefix(g.ID, "gen_") + "_" + string(g.Status), Type: typ, Tenant: g.Tenant,
 		GenerationID: g.ID, BatchID: g.BatchID, WebhookID: g.WebhookID, CreatedAt: g.CompletedAt,

@@ -53,6 +53,9 @@ type Generations interface {
 	Finish(ctx context.Context, id string, to Status, out Outcome) (*Generation, error)
 	// NoteError records a transient error for later diagnosis.
 	NoteError(ctx context.Context, id, msg string) error
+	// Delete removes a terminal generation's record (the caller removes its
+	// blobs); ECONFLICT while it is not terminal, ENOTFOUND when missing.
+	Delete(ctx context.Context, id string) error
 }
 
 // APIKeys resolves API keys to tenants. Keys are stored only as hashes.

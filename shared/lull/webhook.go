@@ -23,11 +23,15 @@ type Webhook struct {
 	Disabled       bool
 	DisabledReason string
 	CreatedAt      time.Time
+	// UpdatedAt is the last change of URL, events, description or secret
+	// (zero: never changed since CreatedAt).
+	UpdatedAt time.Time
 }
 
 // EventTypes lists every event type a webhook can subscribe to.
 var EventTypes = []string{EventGenerationCompleted, EventGenerationFailed, EventGenerationExpired,
-	EventBatchCompleted, EventBatchFailed, EventBatchExpired, EventBatchCancelled}
+	EventBatchCompleted, EventBatchFailed, EventBatchExpired, EventBatchCancelled,
+	EventResponseCompleted, EventResponseFailed, EventResponseCancelled, EventResponseIncomplete}
 
 // Wants reports whether the webhook subscribes to events of type typ.
 func (w *Webhook) Wants(typ string) bool {

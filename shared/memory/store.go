@@ -404,6 +404,23 @@ func (s *Store) NoteError(_ context.Context, id, msg string) error {
 	return nil
 }
 
+// Delete implements lull.Generations.
+func (s *Store) Delete(_ context.Context, id string) error {
+	if err := s.begin("Delete", id); err != nil {
+		return err
+	}
+	defer s.end()
+	it, ok := s.gens[id]
+	if !ok {
+		return genNotFound(id)
+	}
+	if !it.g.Status.Terminal() {
+		return lull.Errorf(lull.ECONFLICT, "generation %s is %s, not terminal: it cannot be deleted yet", id, it.g.Status)
+	}
+	delete(s.gens, id)
+	return nil
+}
+
 // TenantForKey implements lull.APIKeys.
 func (s *Store) TenantForKey(_ context.Context, keyHash string) (string, error) {
 	if err := s.begin("TenantForKey", keyHash); err != nil {

@@ -28,6 +28,18 @@ type Body struct {
 	MaxTokens *int            `json:"max_tokens"`
 	MaxCompl  *int            `json:"max_completion_tokens"`
 	Metadata  json.RawMessage `json:"metadata"`
+
+	// Input is the input of embeddings and Responses requests.
+	Input json.RawMessage `json:"input"`
+	// EncodingFormat and Dimensions are the embeddings options.
+	EncodingFormat *string `json:"encoding_format"`
+	Dimensions     *int    `json:"dimensions"`
+	// Background, MaxOutputTokens, PreviousResponseID and Conversation are
+	// the Responses options lull checks.
+	Background         *bool           `json:"background"`
+	MaxOutputTokens    *int            `json:"max_output_tokens"`
+	PreviousResponseID *string         `json:"previous_response_id"`
+	Conversation       json.RawMessage `json:"conversation"`
 }
 
 type message struct {
@@ -38,10 +50,16 @@ type message struct {
 
 var roles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
 
-// Check validates body as a request to endpoint e for a model that served
-// accepts, and returns the parsed fields and its metadata. Errors are
-// *lull.Error values naming the offending parameter.
-func Check(e lull.Endpoint, body []byte, served func(model string) bool) (*Body, map[string]string, error) {
+// CodeModelNotSupported is the error code of a request to an endpoint that
+// the named model does not serve (an embedding model asked for a chat
+// completion, say); HTTP 400.
+const CodeModelNotSupported = "model_not_supported"
+
+// Check validates body as a request to endpoint e. served says whether a
+// model is served here and what it does. It returns the parsed fields and
+// the metadata. Errors are *lull.Error values naming the offending
+// parameter.
+func Check(e lull.Endpoint, body []byte, served func(model string) (lull.Task, bool)) (*Body, map[string]string, error) {
 	var req Body
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
@@ -60,9 +78,14 @@ func Check(e lull.Endpoint, body []byte, served func(model string) bool) (*Body,
 	if req.Model == "" {
 		return nil, nil, lull.ParamError("model", "you must provide a model parameter")
 	}
-	if !served(req.Model) {
+	task, ok := served(req.Model)
+	if !ok {
 		return nil, nil, &lull.Error{Code: CodeModelNotFound, Param: "model",
 			Message: fmt.Sprintf("The model `%s` does not exist or is not served here. See GET /v1/models.", req.Model)}
+	}
+	if !task.Serves(e) {
+		return nil, nil, &lull.Error{Code: CodeModelNotSupported, Param: "model",
+			Message: fmt.Sprintf("The model `%s` is a %s model and does not serve %s. See GET /v1/models.", req.Model, taskNoun(task), e.Path())}
 	}
 	if req.Stream != nil && *req.Stream {
 		return nil, nil, lull.ParamError("stream", "Streaming is not available for slow requests: the result is delivered later. Remove 'stream' or set it to false.")
@@ -82,6 +105,14 @@ func Check(e lull.Endpoint, body []byte, served func(model string) bool) (*Body,
 		}
 	case lull.EndpointCompletions:
 		if err := validatePrompt(req.Prompt); err != nil {
+			return nil, nil, err
+		}
+	case lull.EndpointEmbeddings:
+		if err := validateEmbeddings(&req); err != nil {
+			return nil, nil, err
+		}
+	case lull.EndpointResponses:
+		if err := validateResponses(&req); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -6,7 +6,12 @@
 // (envconfig.Defaults) and the resources it creates.
 package settings
 
-import "time"
+import (
+	"fmt"
+	"time"
+
+	"github.com/lull-ai/lull/shared/lull"
+)
 
 // Storage names the shared table and bucket.
 type Storage struct {
@@ -20,6 +25,26 @@ type Queues struct {
 	ModelQueues    map[string]string `env:"LULL_MODEL_QUEUES" required:"true" doc:"JSON object: model name -> request queue URL"`
 	EventsQueueURL string            `env:"LULL_EVENTS_QUEUE_URL" doc:"events queue URL (webhook fan-out); empty disables events"`
 	BatchQueueURL  string            `env:"LULL_BATCH_QUEUE_URL" doc:"batch jobs queue URL; empty disables the Batch API"`
+	// ModelTasks says what each model does ("generate" or "embed"); models
+	// it does not name generate.
+	ModelTasks map[string]string `env:"LULL_MODEL_TASKS" doc:"JSON object: model name -> generate | embed (models not named generate)"`
+}
+
+// Tasks returns ModelTasks as domain values, or an error naming a model
+// whose task is unknown or that has no queue.
+func (q Queues) Tasks() (map[string]lull.Task, error) {
+	out := make(map[string]lull.Task, len(q.ModelTasks))
+	for model, t := range q.ModelTasks {
+		task := lull.Task(t)
+		if !task.Valid() {
+			return nil, fmt.Errorf("settings: LULL_MODEL_TASKS: model %q: unknown task %q (want generate or embed)", model, t)
+		}
+		if _, ok := q.ModelQueues[model]; !ok {
+			return nil, fmt.Errorf("settings: LULL_MODEL_TASKS: model %q has no queue in LULL_MODEL_QUEUES", model)
+		}
+		out[model] = task
+	}
+	return out, nil
 }
 
 // API is the configuration of lambdas/api (and of the dev stack's API server).

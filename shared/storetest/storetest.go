@@ -176,6 +176,33 @@ func Generations(t *testing.T, s Store) {
 		}
 	})
 
+	t.Run("DeleteOnlyTerminal", func(t *testing.T) {
+		t.Parallel()
+		g := newGen(lull.NewID("t"), now)
+		mustCreate(t, s, g)
+		if err := s.Delete(ctx, g.ID); !lull.IsConflict(err) {
+			t.Fatalf("Delete queued: %v, want conflict", err)
+		}
+		if _, err := s.Start(ctx, g.ID, "w1", now, now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, g.ID); !lull.IsConflict(err) {
+			t.Fatalf("Delete in progress: %v, want conflict", err)
+		}
+		if _, err := s.Finish(ctx, g.ID, lull.StatusFailed, lull.Outcome{At: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, g.ID); err != nil {
+			t.Fatalf("Delete failed generation: %v", err)
+		}
+		if _, err := s.Get(ctx, g.ID); !lull.IsNotFound(err) {
+			t.Fatalf("Get after Delete: %v, want not found", err)
+		}
+		if err := s.Delete(ctx, g.ID); !lull.IsNotFound(err) {
+			t.Fatalf("Delete again: %v, want not found", err)
+		}
+	})
+
 	t.Run("SingleTerminalTransitionUnderRace", func(t *testing.T) {
 		t.Parallel()
 		g := newGen(lull.NewID("t"), now)

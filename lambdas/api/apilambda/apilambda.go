@@ -19,11 +19,15 @@ import (
 // Batch APIs when it names a batch queue. It fails when the configuration
 // is invalid (httpapi.Config's rules).
 func New(cfg settings.API, c *awsclients.Clients, log *slog.Logger) (*httpapi.Server, error) {
+	tasks, err := cfg.Tasks()
+	if err != nil {
+		return nil, err
+	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
 	store.Retention = cfg.Retention
 	hc := httpapi.Config{
 		Generations: store, Keys: store, Blobs: s3.New(c.S3, cfg.Bucket),
-		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Logger: log,
+		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Tasks: tasks, Logger: log,
 		DefaultWindow: cfg.DefaultWindow, MinWindow: cfg.MinWindow, MaxWindow: cfg.MaxWindow, MaxBodyBytes: int64(cfg.MaxBodyBytes),
 		Guard: &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks},
 	}

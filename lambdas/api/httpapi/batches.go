@@ -22,12 +22,6 @@ func (s *Server) batchRoutes() {
 	s.route("/v1/batches/{id}/cancel", map[string]handler{http.MethodPost: s.cancelBatch})
 }
 
-// batchEndpoints maps the endpoints a batch may name to lull's.
-var batchEndpoints = map[string]lull.Endpoint{
-	"/v1/chat/completions": lull.EndpointChat,
-	"/v1/completions":      lull.EndpointCompletions,
-}
-
 func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 	body, err := s.readBody(w, r)
 	if err != nil {
@@ -49,9 +43,9 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 	if req.InputFileID == "" {
 		return lull.ParamError("input_file_id", "Missing required parameter: 'input_file_id'.")
 	}
-	e, ok := batchEndpoints[req.Endpoint]
+	e, ok := lull.EndpointFromPath(req.Endpoint)
 	if !ok {
-		return lull.ParamError("endpoint", "Invalid endpoint %q: supported are /v1/chat/completions and /v1/completions.", req.Endpoint)
+		return lull.ParamError("endpoint", "Invalid endpoint %q: supported are /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses.", req.Endpoint)
 	}
 	if req.CompletionWindow == "" {
 		return lull.ParamError("completion_window", "Missing required parameter: 'completion_window'.")

@@ -82,7 +82,7 @@ func TestBatchBadRequests(t *testing.T) {
 		{"FilesBadCursor", "GET", "/v1/files?after=" + lull.NewID("file"), "", nil, 400, "invalid_request", "after"},
 		{"BatchNoFile", "POST", "/v1/batches", `{"endpoint":"/v1/chat/completions","completion_window":"24h"}`, nil, 400, "invalid_request", "input_file_id"},
 		{"BatchUnknownFile", "POST", "/v1/batches", `{"input_file_id":"` + lull.NewID("file") + `","endpoint":"/v1/chat/completions","completion_window":"24h"}`, nil, 400, "invalid_request", "input_file_id"},
-		{"BatchBadEndpoint", "POST", "/v1/batches", `{"input_file_id":"` + fileID + `","endpoint":"/v1/embeddings","completion_window":"24h"}`, nil, 400, "invalid_request", "endpoint"},
+		{"BatchBadEndpoint", "POST", "/v1/batches", `{"input_file_id":"` + fileID + `","endpoint":"/v1/moderations","completion_window":"24h"}`, nil, 400, "invalid_request", "endpoint"},
 		{"BatchNoWindow", "POST", "/v1/batches", `{"input_file_id":"` + fileID + `","endpoint":"/v1/chat/completions"}`, nil, 400, "invalid_request", "completion_window"},
 		{"BatchBadWindow", "POST", "/v1/batches", `{"input_file_id":"` + fileID + `","endpoint":"/v1/chat/completions","completion_window":"forever"}`, nil, 400, "invalid_request", "completion_window"},
 		{"BatchWindowTooLong", "POST", "/v1/batches", `{"input_file_id":"` + fileID + `","endpoint":"/v1/chat/completions","completion_window":"30d"}`, nil, 400, "invalid_request", "completion_window"},

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,81 +13,111 @@ import (
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/genview"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Accepted is the body returned when a slow request is accepted. It parses
 // as the endpoint's normal response object (OpenAI SDKs accept it), with no
 // choices yet, plus lull's status fields.
 type Accepted struct {
-	ID        string `json:"id"`
-	Object    string `json:"object"`
-	Created   int64  `json:"created"`
-	Model     string `json:"model"`
-	Choices   []any  `json:"choices"`
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	Model   string `json:"model"`
+	// Choices is present (empty) for chat and completions, Data (empty)
+	// for embeddings.
+	Choices   *[]any `json:"choices,omitempty"`
+	Data      *[]any `json:"data,omitempty"`
 	Status    string `json:"status"`
 	ExpiresAt int64  `json:"expires_at"`
+}
+
+// acceptedOf is the Accepted body for g.
+func acceptedOf(g *lull.Generation) Accepted {
+	a := Accepted{ID: g.ID, Object: g.Endpoint.Object(), Created: g.CreatedAt.Unix(), Model: g.Model,
+		Status: string(g.Status), ExpiresAt: g.ExpiresAt.Unix()}
+	empty := []any{}
+	if g.Endpoint == lull.EndpointEmbeddings {
+		a.Data = &empty
+	} else {
+		a.Choices = &empty
+	}
+	return a
 }
 
 // accept returns the handler of POST /v1/slow/<endpoint>.
 func (s *Server) accept(e lull.Endpoint) handler {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		body, err := s.readBody(w, r)
+		g, err := s.acceptGeneration(w, r, e, nil)
 		if err != nil {
 			return err
 		}
-		req, meta, err := s.validate(e, body)
-		if err != nil {
-			return err
-		}
-		if id := meta["webhook_id"]; id != "" {
-			if err := s.checkWebhookRef(r, id); err != nil {
-				return err
-			}
-		}
-		win, err := s.window(r.Header.Get("X-Lull-Completion-Window"))
-		if err != nil {
-			return err
-		}
-		idem := r.Header.Get("Idempotency-Key")
-		if len(idem) > 255 {
-			return lull.ParamError("Idempotency-Key", "Idempotency-Key must be at most 255 characters.")
-		}
-		now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-		t := tenant(r)
-		g := &lull.Generation{
-			ID: lull.NewID("gen"), Tenant: t, Model: req.Model, Endpoint: e, Status: lull.StatusQueued,
-			CreatedAt: now, ExpiresAt: now.Add(win), WebhookID: meta["webhook_id"], IdempotencyKey: idem,
-		}
-		if len(body) <= s.cfg.InlineLimit {
-			g.Request = compact(body)
-		} else {
-			g.RequestKey = lull.InputKey(t, g.ID)
-			if err := s.cfg.Blobs.Put(r.Context(), g.RequestKey, body, "application/json"); err != nil {
-				return err
-			}
-		}
-		fingerprint := lull.Fingerprint(string(e), string(body), r.Header.Get("X-Lull-Completion-Window"))
-		stored, created, err := s.cfg.Generations.Create(r.Context(), g, fingerprint)
-		if err != nil {
-			return err
-		}
-		log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", t, "generation_id", stored.ID)
-		if created {
-			// The generation is stored: from here on it is accepted. A failed
-			// send is retried by the sweeper, so it only warns.
-			if err := dispatch.Enqueue(r.Context(), s.cfg.Generations, s.cfg.Queues[g.Model], g); err != nil {
-				log.WarnContext(r.Context(), "enqueue failed; the sweeper will retry", "err", err)
-			}
-			log.InfoContext(r.Context(), "generation accepted", "model", g.Model, "endpoint", string(e), "window", win.String())
-		} else {
-			log.InfoContext(r.Context(), "idempotent replay", "idempotency_key", idem)
-		}
-		writeJSON(w, http.StatusAccepted, Accepted{
-			ID: stored.ID, Object: stored.Endpoint.Object(), Created: stored.CreatedAt.Unix(), Model: stored.Model,
-			Choices: []any{}, Status: string(stored.Status), ExpiresAt: stored.ExpiresAt.Unix(),
-		})
+		writeJSON(w, http.StatusAccepted, acceptedOf(g))
 		return nil
 	}
+}
+
+// acceptGeneration validates and stores a slow request to endpoint e (also
+// checked by check, when set) and queues it; it returns the stored
+// generation, which an idempotent replay finds rather than creates.
+func (s *Server) acceptGeneration(w http.ResponseWriter, r *http.Request, e lull.Endpoint, check func(*request.Body) error) (*lull.Generation, error) {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	req, meta, err := s.validate(e, body)
+	if err != nil {
+		return nil, err
+	}
+	if check != nil {
+		if err := check(req); err != nil {
+			return nil, err
+		}
+	}
+	if id := meta["webhook_id"]; id != "" {
+		if err := s.checkWebhookRef(r, id); err != nil {
+			return nil, err
+		}
+	}
+	win, err := s.window(r.Header.Get("X-Lull-Completion-Window"))
+	if err != nil {
+		return nil, err
+	}
+	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		return nil, lull.ParamError("Idempotency-Key", "Idempotency-Key must be at most 255 characters.")
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	t := tenant(r)
+	g := &lull.Generation{
+		ID: lull.NewID("gen"), Tenant: t, Model: req.Model, Endpoint: e, Status: lull.StatusQueued,
+		CreatedAt: now, ExpiresAt: now.Add(win), WebhookID: meta["webhook_id"], IdempotencyKey: idem,
+	}
+	if len(body) <= s.cfg.InlineLimit {
+		g.Request = compact(body)
+	} else {
+		g.RequestKey = lull.InputKey(t, g.ID)
+		if err := s.cfg.Blobs.Put(r.Context(), g.RequestKey, body, "application/json"); err != nil {
+			return nil, err
+		}
+	}
+	fingerprint := lull.Fingerprint(string(e), string(body), r.Header.Get("X-Lull-Completion-Window"))
+	stored, created, err := s.cfg.Generations.Create(r.Context(), g, fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", t, "generation_id", stored.ID)
+	if created {
+		// The generation is stored: from here on it is accepted. A failed
+		// send is retried by the sweeper, so it only warns.
+		if err := dispatch.Enqueue(r.Context(), s.cfg.Generations, s.cfg.Queues[g.Model], g); err != nil {
+			log.WarnContext(r.Context(), "enqueue failed; the sweeper will retry", "err", err)
+		}
+		log.InfoContext(r.Context(), "generation accepted", "model", g.Model, "endpoint", string(e), "window", win.String())
+	} else {
+		log.InfoContext(r.Context(), "idempotent replay", "idempotency_key", idem)
+	}
+	return stored, nil
 }
 
 func compact(body []byte) json.RawMessage {
@@ -200,12 +231,24 @@ type Model struct {
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Task is lull's: "generate" (chat, completions, responses) or "embed"
+	// (embeddings).
+	Task lull.Task `json:"task"`
+	// Endpoints are the paths the model answers.
+	Endpoints []string `json:"endpoints"`
 }
 
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
 	page := Page[Model]{Object: "list", Data: []Model{}}
 	for _, m := range s.models {
-		page.Data = append(page.Data, Model{ID: m, Object: "model", OwnedBy: "lull"})
+		task := cmp.Or(s.cfg.Tasks[m], lull.TaskGenerate)
+		var paths []string
+		for _, e := range lull.Endpoints {
+			if task.Serves(e) {
+				paths = append(paths, e.Path())
+			}
+		}
+		page.Data = append(page.Data, Model{ID: m, Object: "model", OwnedBy: "lull", Task: task, Endpoints: paths})
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil

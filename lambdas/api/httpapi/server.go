@@ -28,6 +28,9 @@ type Config struct {
 	Blobs       lull.Blobs
 	// Queues maps each served model to its request queue.
 	Queues map[string]lull.Sender
+	// Tasks says what each served model does; a model missing here
+	// generates (chat, completions, responses).
+	Tasks  map[string]lull.Task
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -201,6 +204,8 @@ func (s *Server) route(path string, methods map[string]handler) {
 func (s *Server) routes() {
 	s.route("/v1/slow/chat/completions", map[string]handler{http.MethodPost: s.accept(lull.EndpointChat)})
 	s.route("/v1/slow/completions", map[string]handler{http.MethodPost: s.accept(lull.EndpointCompletions)})
+	s.route("/v1/slow/embeddings", map[string]handler{http.MethodPost: s.accept(lull.EndpointEmbeddings)})
+	s.responseRoutes()
 	s.route("/v1/generation/{id}", map[string]handler{http.MethodGet: s.getGeneration})
 	s.route("/v1/generation/{id}/cancel", map[string]handler{http.MethodPost: s.cancelGeneration})
 	s.route("/v1/generations", map[string]handler{http.MethodGet: s.listGenerations})
@@ -257,16 +262,17 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 
 // Codes used only at the HTTP layer.
 const (
-	codeMethodNotAllowed = "method_not_allowed"
-	codeUnknownURL       = "unknown_url"
-	codeModelNotFound    = request.CodeModelNotFound
+	codeMethodNotAllowed  = "method_not_allowed"
+	codeUnknownURL        = "unknown_url"
+	codeModelNotFound     = request.CodeModelNotFound
+	codeModelNotSupported = request.CodeModelNotSupported
 )
 
 // status maps an error code to its HTTP status. It is the only place that
 // does so.
 func status(code string) int {
 	switch code {
-	case lull.EINVALID:
+	case lull.EINVALID, codeModelNotSupported:
 		return http.StatusBadRequest
 	case lull.EUNAUTHORIZED:
 		return http.StatusUnauthorized

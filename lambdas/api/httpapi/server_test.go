@@ -20,7 +20,10 @@ import (
 	"github.com/lull-ai/lull/shared/sqs"
 )
 
-const model = "test-model"
+const (
+	model      = "test-model"
+	embedModel = "test-embed"
+)
 
 type env struct {
 	url        string
@@ -50,7 +53,8 @@ func newEnv(t *testing.T) *env {
 	batchQueue := sqs.New(b.Clients.SQS, burl)
 	srv, err := httpapi.New(httpapi.Config{
 		Generations: store, Keys: store, Blobs: s3.New(b.Clients.S3, bucket),
-		Queues: map[string]lull.Sender{model: queue}, MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
+		Queues: map[string]lull.Sender{model: queue, embedModel: queue}, Tasks: map[string]lull.Task{embedModel: lull.TaskEmbed},
+		MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
 		Logger:  slog.New(slog.DiscardHandler),
 		Batches: store, Files: store, Uploads: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
 	})
@@ -141,6 +145,28 @@ func TestBadRequests(t *testing.T) {
 		{"BadStatus", "GET", "/v1/generations?status=done", "sk-a", "", nil, 400, "invalid_request", "status"},
 		{"BadCursor", "GET", "/v1/generations?after=xyz", "sk-a", "", nil, 400, "invalid_request", "after"},
 		{"CancelMissing", "POST", "/v1/generation/" + lull.NewID("gen") + "/cancel", "sk-a", "", nil, 404, "not_found", ""},
+		{"EmbedNoInput", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed"}`, nil, 400, "invalid_request", "input"},
+		{"EmbedEmptyString", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed","input":""}`, nil, 400, "invalid_request", "input"},
+		{"EmbedEmptyItem", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed","input":["a",""]}`, nil, 400, "invalid_request", "input[1]"},
+		{"EmbedBadInput", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed","input":[{"x":1}]}`, nil, 400, "invalid_request", "input"},
+		{"EmbedTooMany", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed","input":[` + strings.Repeat(`"a",`, 2048) + `"a"]}`, nil, 400, "invalid_request", "input"},
+		{"EmbedBadFormat", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed","input":"a","encoding_format":"int8"}`, nil, 400, "invalid_request", "encoding_format"},
+		{"EmbedBadDimensions", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-embed","input":"a","dimensions":0}`, nil, 400, "invalid_request", "dimensions"},
+		{"EmbedGenerationModel", "POST", "/v1/slow/embeddings", "sk-a", `{"model":"test-model","input":"a"}`, nil, 400, "model_not_supported", "model"},
+		{"ChatEmbeddingModel", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-embed","messages":[{"role":"user","content":"hi"}]}`, nil, 400, "model_not_supported", "model"},
+		{"ResponsesForeground", "POST", "/v1/responses", "sk-a", `{"model":"test-model","input":"hi"}`, nil, 400, "invalid_request", "background"},
+		{"ResponsesNoInput", "POST", "/v1/responses", "sk-a", `{"model":"test-model","background":true}`, nil, 400, "invalid_request", "input"},
+		{"ResponsesBadInput", "POST", "/v1/slow/responses", "sk-a", `{"model":"test-model","input":[]}`, nil, 400, "invalid_request", "input"},
+		{"ResponsesPrevious", "POST", "/v1/slow/responses", "sk-a", `{"model":"test-model","input":"hi","previous_response_id":"resp_x"}`, nil, 400, "invalid_request", "previous_response_id"},
+		{"ResponsesConversation", "POST", "/v1/slow/responses", "sk-a", `{"model":"test-model","input":"hi","conversation":"conv_1"}`, nil, 400, "invalid_request", "conversation"},
+		{"ResponsesStream", "POST", "/v1/responses", "sk-a", `{"model":"test-model","input":"hi","background":true,"stream":true}`, nil, 400, "invalid_request", "stream"},
+		{"ResponsesMaxOutput", "POST", "/v1/slow/responses", "sk-a", `{"model":"test-model","input":"hi","max_output_tokens":0}`, nil, 400, "invalid_request", "max_output_tokens"},
+		{"ResponsesEmbeddingModel", "POST", "/v1/slow/responses", "sk-a", `{"model":"test-embed","input":"hi"}`, nil, 400, "model_not_supported", "model"},
+		{"ResponseMissing", "GET", "/v1/responses/resp_" + lull.NewID("gen")[4:], "sk-a", "", nil, 404, "not_found", ""},
+		{"ResponseMalformed", "GET", "/v1/responses/resp_nope", "sk-a", "", nil, 404, "not_found", ""},
+		{"ResponseGenerationID", "GET", "/v1/responses/" + lull.NewID("gen"), "sk-a", "", nil, 404, "not_found", ""},
+		{"ResponseCancelMissing", "POST", "/v1/responses/resp_" + lull.NewID("gen")[4:] + "/cancel", "sk-a", "", nil, 404, "not_found", ""},
+		{"ResponseDeleteMissing", "DELETE", "/v1/responses/resp_" + lull.NewID("gen")[4:], "sk-a", "", nil, 404, "not_found", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -242,8 +268,17 @@ func TestAcceptGetListCancel(t *testing.T) {
 	if data := list["data"].([]any); len(data) != 1 {
 		t.Fatalf("cancelled list = %v", list)
 	}
-	if status, models := e.do(t, "GET", "/v1/models", "sk-a", "", nil); status != 200 || len(models["data"].([]any)) != 1 {
+	status, models := e.do(t, "GET", "/v1/models", "sk-a", "", nil)
+	data, _ := models["data"].([]any)
+	if status != 200 || len(data) != 2 {
 		t.Fatalf("models = %d %v", status, models)
+	}
+	// Each model says what it serves; sorted by ID.
+	for i, want := range []struct{ id, task, first string }{{embedModel, "embed", "/v1/embeddings"}, {model, "generate", "/v1/chat/completions"}} {
+		m := data[i].(map[string]any)
+		if eps, _ := m["endpoints"].([]any); m["id"] != want.id || m["task"] != want.task || len(eps) == 0 || eps[0] != want.first {
+			t.Fatalf("models[%d] = %v, want %s serving %s", i, m, want.id, want.first)
+		}
 	}
 }
 

@@ -45,8 +45,11 @@ func (s *Server) validate(e lull.Endpoint, body []byte) (*request.Body, map[stri
 	return request.Check(e, body, s.served)
 }
 
-// served reports whether model is served here.
-func (s *Server) served(model string) bool { _, ok := s.cfg.Queues[model]; return ok }
+// served reports whether model is served here, and what it does.
+func (s *Server) served(model string) (lull.Task, bool) {
+	_, ok := s.cfg.Queues[model]
+	return s.cfg.Tasks[model], ok
+}
 
 func (s *Server) window(h string) (time.Duration, error) {
 	if h == "" {

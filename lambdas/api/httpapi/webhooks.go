@@ -83,6 +83,7 @@ func deliveryView(d *lull.Delivery) DeliveryView {
 }
 
 func (s *Server) webhookRoutes() {
+	s.webhookEndpointRoutes()
 	s.route("/v1/webhooks", map[string]handler{http.MethodPost: s.createWebhook, http.MethodGet: s.listWebhooks})
 	s.route("/v1/webhooks/{id}", map[string]handler{http.MethodGet: s.getWebhook, http.MethodDelete: s.deleteWebhook})
 	s.route("/v1/webhooks/{id}/rotate_secret", map[string]handler{http.MethodPost: s.rotateSecret})
@@ -114,24 +115,35 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) error {
 			return lull.ParamError("events", "Unknown event type %q; known types: %v.", e, lull.EventTypes)
 		}
 	}
-	if err := s.cfg.Guard.CheckURL(r.Context(), in.URL); err != nil {
-		return err
-	}
-	existing, err := s.cfg.Webhooks.ListWebhooks(r.Context(), tenant(r))
+	wh, err := s.registerWebhook(r, in.URL, in.Events, in.Description)
 	if err != nil {
 		return err
 	}
-	if len(existing) >= 20 {
-		return lull.Errorf(lull.EINVALID, "A tenant may register at most 20 webhook endpoints.")
-	}
-	wh := &lull.Webhook{ID: lull.NewID("wh"), Tenant: tenant(r), URL: in.URL, Events: in.Events, Description: in.Description,
-		Secret: whsign.NewSecret(), CreatedAt: s.cfg.Now().UTC().Truncate(time.Millisecond)}
-	if err := s.cfg.Webhooks.CreateWebhook(r.Context(), wh); err != nil {
-		return err
-	}
-	s.cfg.Logger.InfoContext(r.Context(), "webhook registered", "request_id", requestID(r.Context()), "tenant", wh.Tenant, "webhook_id", wh.ID)
 	writeJSON(w, http.StatusOK, webhookView(wh, true))
 	return nil
+}
+
+// registerWebhook checks url (SSRF) and the tenant's endpoint cap, then
+// stores a new endpoint with a fresh secret; both webhook APIs create
+// through it.
+func (s *Server) registerWebhook(r *http.Request, url string, events []string, description string) (*lull.Webhook, error) {
+	if err := s.cfg.Guard.CheckURL(r.Context(), url); err != nil {
+		return nil, err
+	}
+	existing, err := s.cfg.Webhooks.ListWebhooks(r.Context(), tenant(r))
+	if err != nil {
+		return nil, err
+	}
+	if len(existing) >= 20 {
+		return nil, lull.Errorf(lull.EINVALID, "A tenant may register at most 20 webhook endpoints.")
+	}
+	wh := &lull.Webhook{ID: lull.NewID("wh"), Tenant: tenant(r), URL: url, Events: events, Description: description,
+		Secret: whsign.NewSecret(), CreatedAt: s.cfg.Now().UTC().Truncate(time.Millisecond)}
+	if err := s.cfg.Webhooks.CreateWebhook(r.Context(), wh); err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.InfoContext(r.Context(), "webhook registered", "request_id", requestID(r.Context()), "tenant", wh.Tenant, "webhook_id", wh.ID)
+	return wh, nil
 }
 
 // ownWebhook returns the caller's webhook {id}, or ENOTFOUND for a missing,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lull-ai/lull/lambdas/api/httpapi"
 	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
+	"github.com/lull-ai/lull/shared/genview"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/memory"
 	"github.com/lull-ai/lull/shared/whsign"
@@ -35,14 +36,14 @@ func TestManualRetryOfBatchDelivery(t *testing.T) {
 	eventsQ := memory.NewQueue(memory.QueueConfig{Name: "events", Clock: clock})
 
 	type post struct {
-		id      string
-		payload delivery.Payload
+		id    string
+		event genview.EventObject
 	}
 	var mu sync.Mutex
 	var posts []post
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		var p delivery.Payload
+		var p genview.EventObject
 		if err := json.Unmarshal(body, &p); err != nil {
 			t.Errorf("payload is not JSON: %s", body)
 		}
@@ -123,17 +124,11 @@ func TestManualRetryOfBatchDelivery(t *testing.T) {
 	if len(posts) != 2 {
 		t.Fatalf("%d POSTs, want 2", len(posts))
 	}
+	// batch.* events are in OpenAI's event shape: the event time, the batch's ID.
 	for i, p := range posts {
-		var data struct {
-			ID     string `json:"id"`
-			Object string `json:"object"`
-			Status string `json:"status"`
-		}
-		_ = json.Unmarshal(p.payload.Data, &data)
-		if p.id != ev.ID || p.payload.Type != lull.EventBatchCompleted || data.ID != b.ID || data.Object != "batch" ||
-			data.Status != "completed" || !p.payload.Timestamp.Equal(ev.CreatedAt) {
-			t.Errorf("attempt %d: webhook-id %s, type %s, timestamp %s, data %s; want %s, %s, %s and batch %s",
-				i+1, p.id, p.payload.Type, p.payload.Timestamp, p.payload.Data, ev.ID, ev.Type, ev.CreatedAt, b.ID)
+		if e := p.event; p.id != ev.ID || e.ID != ev.ID || e.Object != "event" || e.Type != lull.EventBatchCompleted ||
+			e.Data.ID != b.ID || e.CreatedAt != ev.CreatedAt.Unix() {
+			t.Errorf("attempt %d: webhook-id %s, event %+v; want %s, %s, %s and batch %s", i+1, p.id, e, ev.ID, ev.Type, ev.CreatedAt, b.ID)
 		}
 	}
 	if d, err := store.GetDelivery(ctx, wh.ID, ds[0].ID); err != nil || d.Status != lull.DeliverySucceeded || len(d.Attempts) != 2 {

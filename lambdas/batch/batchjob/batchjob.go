@@ -50,6 +50,9 @@ type Config struct {
 	Batches     Store
 	Generations lull.Generations
 	Blobs       lull.Blobs
+	// Tasks says what each served model does; a model missing here
+	// generates (chat, completions, responses).
+	Tasks map[string]lull.Task
 	// Queues maps each served model to its request queue.
 	Queues map[string]lull.BatchSender
 	// BatchQueue receives the finalize job when a batch's last line is

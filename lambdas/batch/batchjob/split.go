@@ -119,7 +119,7 @@ func (h *Handler) parse(b *lull.Batch, fileLine int, raw []byte) (*parsedLine, *
 	case len(in.Body) == 0 || in.Body[0] != '{':
 		return nil, bad("missing_required_parameter", "body", "Missing required parameter: 'body' (a JSON object).")
 	}
-	req, _, err := request.Check(b.Endpoint, in.Body, func(m string) bool { _, ok := h.Queues[m]; return ok })
+	req, _, err := request.Check(b.Endpoint, in.Body, func(m string) (lull.Task, bool) { _, ok := h.Queues[m]; return h.Tasks[m], ok })
 	if err != nil {
 		var le *lull.Error
 		if errors.As(err, &le) {

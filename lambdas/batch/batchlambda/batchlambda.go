@@ -18,13 +18,17 @@ import (
 // New returns the batch job handler that cfg describes over the AWS
 // clients c. cfg must name the batch queue (finalize jobs go back to it).
 func New(cfg settings.Batch, c *awsclients.Clients, log *slog.Logger) (*batchjob.Handler, error) {
+	tasks, err := cfg.Tasks()
+	if err != nil {
+		return nil, err
+	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
 	queues := make(map[string]lull.BatchSender, len(cfg.ModelQueues))
 	for model, url := range cfg.ModelQueues {
 		queues[model] = sqs.New(c.SQS, url)
 	}
 	return batchjob.New(batchjob.Config{
-		Batches: store, Generations: store, Blobs: s3.New(c.S3, cfg.Bucket), Queues: queues,
+		Batches: store, Generations: store, Blobs: s3.New(c.S3, cfg.Bucket), Queues: queues, Tasks: tasks,
 		BatchQueue: sqs.Optional(c.SQS, cfg.BatchQueueURL), Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log,
 	})
 }

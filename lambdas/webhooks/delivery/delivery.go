@@ -5,7 +5,6 @@
 package delivery
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -13,11 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -264,6 +261,9 @@ type Payload struct {
 }
 
 func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
+	if genview.OpenAIShaped(ev.Type) {
+		return json.Marshal(genview.Event(ev))
+	}
 	limit := h.MaxPayloadBytes
 	var data any = map[string]string{"id": ev.GenerationID}
 	if ev.GenerationID == "" && ev.BatchID != "" && h.Batches != nil {
@@ -375,33 +375,10 @@ func (h *Handler) send(ctx context.Context, t lull.DeliveryTask, wait time.Durat
 // post sends one signed request; it returns the status (0 if none), the
 // Retry-After wait, the latency and a transport error.
 func (h *Handler) post(ctx context.Context, w *lull.Webhook, id string, now time.Time, body []byte) (code int, retryAfter, latency time.Duration, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "lull-webhooks/1")
 	prev := ""
 	if now.Before(w.PrevSecretUntil) {
 		prev = w.PrevSecret
 	}
-	if err := whsign.Sign(req, id, now, body, w.Secret, prev); err != nil {
-		return 0, 0, 0, err
-	}
-	start := time.Now()
-	resp, err := h.Client.Do(req)
-	latency = time.Since(start)
-	if err != nil {
-		return 0, 0, latency, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if v := resp.Header.Get("Retry-After"); v != "" {
-		if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-			retryAfter = time.Duration(secs) * time.Second
-		} else if t, err := http.ParseTime(v); err == nil {
-			retryAfter = max(t.Sub(now), 0)
-		}
-	}
-	return resp.StatusCode, retryAfter, latency, nil
+	res, err := whsign.Post(ctx, h.Client, w.URL, id, now, body, w.Secret, prev)
+	return res.Status, res.RetryAfter, res.Latency, err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/lull-ai/lull/lambdas/webhooks/delivery"
+	"github.com/lull-ai/lull/shared/genview"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/memory"
 	"github.com/lull-ai/lull/shared/whsign"
@@ -90,6 +91,7 @@ type received struct {
 	contentType          string
 	statusCode           int // what the receiver answered
 	payload              delivery.Payload
+	event                genview.EventObject // the body read in OpenAI's event shape
 	dataID, dataResponse string
 }
 
@@ -109,6 +111,7 @@ func newReceiver(t *testing.T, clock memory.Clock, respond func(n int, w http.Re
 		if err := json.Unmarshal(body, &p.payload); err != nil {
 			t.Errorf("payload is not JSON: %s", body)
 		}
+		_ = json.Unmarshal(body, &p.event)
 		var data struct {
 			ID       string          `json:"id"`
 			Response json.RawMessage `json:"response"`
@@ -687,9 +690,10 @@ func TestManualRetry(t *testing.T) {
 			t.Fatalf("%d POSTs", len(posts))
 		}
 		for i, p := range posts {
-			if p.id != ev.ID || p.payload.Type != lull.EventBatchCompleted || p.dataID != b.ID || !p.payload.Timestamp.Equal(ev.CreatedAt) {
-				t.Fatalf("attempt %d: webhook-id %s, type %s, timestamp %s, data %s; want %s of batch %s at %s",
-					i+1, p.id, p.payload.Type, p.payload.Timestamp, p.payload.Data, ev.ID, b.ID, ev.CreatedAt)
+			// batch.* events are in OpenAI's event shape.
+			if e := p.event; p.id != ev.ID || e.ID != ev.ID || e.Object != "event" || e.Type != lull.EventBatchCompleted ||
+				e.Data.ID != b.ID || e.CreatedAt != ev.CreatedAt.Unix() {
+				t.Fatalf("attempt %d: webhook-id %s, body %s; want %s of batch %s at %s", i+1, p.id, p.body, ev.ID, b.ID, ev.CreatedAt)
 			}
 		}
 	})

@@ -87,7 +87,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	fmt.Printf(`
 lull dev stack is up.
   API:      %[1]s   (API key %[2]s, tenant "dev")
-  model:    %[3]s
+  models:   %[3]s (chat, completions, responses), %[7]s (embeddings)
   engine:   %[4]s
   storage:  %[5]s
   worker:   load gate %[6]q (watch the "load gate" log lines)
@@ -99,10 +99,22 @@ Try it:
   # → {"id":"gen_…","status":"queued",…}; then:
   curl -s %[1]s/v1/generation/<id> -H "Authorization: Bearer %[2]s"
 
+Embeddings (slow; the vectors arrive in the generation's response):
+  curl -s %[1]s/v1/slow/embeddings \
+    -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
+    -d '{"model":"%[7]s","input":["first text","second text"]}'
+
+A background response (OpenAI's Responses API; resp_X is generation gen_X):
+  curl -s %[1]s/v1/responses \
+    -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
+    -d '{"model":"%[3]s","input":"Say hello","background":true}'
+  curl -s %[1]s/v1/responses/<resp_id> -H "Authorization: Bearer %[2]s"   # status, then output
+
 Webhooks (dev mode: plain-http and loopback receivers are ALLOWED; deployed stacks
 refuse them unless LULL_WEBHOOK_ALLOW_INSECURE=true):
-  curl -s %[1]s/v1/webhooks -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
-    -d '{"url":"http://127.0.0.1:9000/hook"}'        # → {"id":"wh_…","secret":"whsec_…",…}
+  curl -s %[1]s/v1/webhook_endpoints -H "Authorization: Bearer %[2]s" -H "Content-Type: application/json" \
+    -d '{"name":"dev","url":"http://127.0.0.1:9000/hook","event_types":["response.completed","batch.completed"]}'
+  # → {"id":"wh_…","signing_secret":"whsec_…",…}; OpenAI's SDKs verify events with webhooks.unwrap
   # then add "metadata":{"webhook_id":"wh_…"} to a slow request; events arrive signed
   # (Standard Webhooks headers webhook-id, webhook-timestamp, webhook-signature).
 
@@ -113,9 +125,9 @@ Batch API (OpenAI's, same JSONL):
     -d '{"input_file_id":"file_…","endpoint":"/v1/chat/completions","completion_window":"24h"}'
   # poll /v1/batches/<id>, then GET /v1/files/<output_file_id>/content
 
-OpenAI SDKs: base_url=%[1]s/v1/slow (slow requests) or %[1]s/v1 (files, batches), api_key=%[2]s.
+OpenAI SDKs: base_url=%[1]s/v1/slow (slow requests) or %[1]s/v1 (responses, files, batches, webhooks), api_key=%[2]s.
 Ctrl-C stops everything.
-`, st.URL, key, model, engine, emu, cfg.Gate)
+`, st.URL, key, model, engine, emu, cfg.Gate, st.EmbedModel())
 	<-ctx.Done()
 	log.Info("shutting down")
 	done := make(chan error, 1)
