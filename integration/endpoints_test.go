@@ -419,3 +419,52 @@ func TestWebhookEndpointsThroughSDK(t *testing.T) {
 		t.Fatalf("get after delete: %v, want 404", err)
 	}
 }
+
+// TestExpiresAfter: OpenAI's expires_after on a file and
+// output_expires_after on a batch, through openai-go v3, give the files an
+// expires_at; out-of-range values are a 400 naming the field.
+func TestExpiresAfter(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, devstack.Config{})
+	client := v3Client(st, "/v1")
+	ctx := context.Background()
+	line := fmt.Sprintf(`{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":%s}`+"\n", chatBody(st.Config().Model, "expiring", 5))
+	f, err := client.Files.New(ctx, openai.FileNewParams{Purpose: openai.FilePurposeBatch,
+		File: openai.File(strings.NewReader(line), "in.jsonl", "application/jsonl"), ExpiresAfter: openai.FileNewParamsExpiresAfter{Seconds: 7200}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.ExpiresAt != f.CreatedAt+7200 {
+		t.Fatalf("file expires_at %d, created_at %d: want 2 h later", f.ExpiresAt, f.CreatedAt)
+	}
+	if got, err := client.Files.Get(ctx, f.ID); err != nil || got.ExpiresAt != f.ExpiresAt {
+		t.Fatalf("get: %v %+v", err, got)
+	}
+	if _, err := client.Files.New(ctx, openai.FileNewParams{Purpose: openai.FilePurposeBatch,
+		File: openai.File(strings.NewReader(line), "in.jsonl", "application/jsonl"), ExpiresAfter: openai.FileNewParamsExpiresAfter{Seconds: 60}}); !isStatus(err, 400) {
+		t.Fatalf("expires_after 60 s: %v, want 400", err)
+	}
+	b, err := client.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h, OutputExpiresAfter: openai.BatchNewParamsOutputExpiresAfter{Seconds: 3600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for b.Status != openai.BatchStatusCompleted {
+		if time.Now().After(deadline) {
+			t.Fatalf("batch %s", b.RawJSON())
+		}
+		time.Sleep(50 * time.Millisecond)
+		if b, err = client.Batches.Get(ctx, b.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := client.Files.Get(ctx, b.OutputFileID)
+	if err != nil || out.ExpiresAt != out.CreatedAt+3600 {
+		t.Fatalf("output file: %v %+v, want expires_at 1 h after created_at", err, out)
+	}
+	if _, err := client.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h, OutputExpiresAfter: openai.BatchNewParamsOutputExpiresAfter{Seconds: 40 * 86400}}); !isStatus(err, 400) {
+		t.Fatalf("output_expires_after 40 d: %v, want 400", err)
+	}
+}

@@ -36,6 +36,7 @@ type batchRecord struct {
 	Endpoint         string            `dynamodbav:"endpoint"`
 	InputFileID      string            `dynamodbav:"input_file_id"`
 	CompletionWindow string            `dynamodbav:"completion_window"`
+	OutputExpiresS   int64             `dynamodbav:"output_expires_after_s,omitempty"`
 	Status           string            `dynamodbav:"status"`
 	Metadata         map[string]string `dynamodbav:"metadata,omitempty"`
 	WebhookID        string            `dynamodbav:"webhook_id,omitempty"`
@@ -74,7 +75,8 @@ func batchErrors(errs []lull.BatchError) []batchErrorAttr {
 func toBatchRecord(b *lull.Batch) batchRecord {
 	r := batchRecord{
 		PK: batchPK(b.ID), SK: "BATCH", ID: b.ID, Tenant: b.Tenant, Endpoint: string(b.Endpoint), InputFileID: b.InputFileID,
-		CompletionWindow: b.CompletionWindow, Status: string(b.Status), Metadata: b.Metadata, WebhookID: b.WebhookID,
+		CompletionWindow: b.CompletionWindow, OutputExpiresS: int64(b.OutputExpiresAfter / time.Second),
+		Status: string(b.Status), Metadata: b.Metadata, WebhookID: b.WebhookID,
 		CancelRequested: b.CancelRequested, CreatedAt: ms(b.CreatedAt), InProgressAt: ms(b.InProgressAt),
 		FinalizingAt: ms(b.FinalizingAt), CompletedAt: ms(b.CompletedAt), FailedAt: ms(b.FailedAt), ExpiredAt: ms(b.ExpiredAt),
 		CancellingAt: ms(b.CancellingAt), CancelledAt: ms(b.CancelledAt), ExpiresAt: ms(b.ExpiresAt),
@@ -95,7 +97,7 @@ func decodeBatch(item map[string]types.AttributeValue) (*lull.Batch, error) {
 	}
 	b := &lull.Batch{
 		ID: r.ID, Tenant: r.Tenant, Endpoint: lull.Endpoint(r.Endpoint), InputFileID: r.InputFileID,
-		CompletionWindow: r.CompletionWindow, Status: lull.BatchStatus(r.Status), Metadata: r.Metadata, WebhookID: r.WebhookID,
+		CompletionWindow: r.CompletionWindow, OutputExpiresAfter: time.Duration(r.OutputExpiresS) * time.Second, Status: lull.BatchStatus(r.Status), Metadata: r.Metadata, WebhookID: r.WebhookID,
 		CancelRequested: r.CancelRequested, CreatedAt: fromMS(r.CreatedAt), InProgressAt: fromMS(r.InProgressAt),
 		FinalizingAt: fromMS(r.FinalizingAt), CompletedAt: fromMS(r.CompletedAt), FailedAt: fromMS(r.FailedAt),
 		ExpiredAt: fromMS(r.ExpiredAt), CancellingAt: fromMS(r.CancellingAt), CancelledAt: fromMS(r.CancelledAt),

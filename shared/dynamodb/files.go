@@ -22,6 +22,7 @@ type fileRecord struct {
 	Filename  string `dynamodbav:"filename"`
 	Bytes     int64  `dynamodbav:"bytes"`
 	CreatedAt int64  `dynamodbav:"created_at"`
+	ExpiresAt int64  `dynamodbav:"expires_at,omitempty"`
 	Key       string `dynamodbav:"blob_key"`
 	GSI1PK    string `dynamodbav:"gsi1pk"`
 	GSI1SK    string `dynamodbav:"gsi1sk"`
@@ -31,7 +32,7 @@ func filePK(id string) string { return "FILE#" + id }
 
 func (r *fileRecord) file() *lull.File {
 	return &lull.File{ID: r.ID, Tenant: r.Tenant, Purpose: r.Purpose, Filename: r.Filename, Bytes: r.Bytes,
-		CreatedAt: fromMS(r.CreatedAt), Key: r.Key}
+		CreatedAt: fromMS(r.CreatedAt), ExpiresAt: fromMS(r.ExpiresAt), Key: r.Key}
 }
 
 func decodeFile(item map[string]types.AttributeValue) (*lull.File, error) {
@@ -46,7 +47,7 @@ func decodeFile(item map[string]types.AttributeValue) (*lull.File, error) {
 func (s *Store) CreateFile(ctx context.Context, f *lull.File) error {
 	item, err := attributevalue.MarshalMap(fileRecord{
 		PK: filePK(f.ID), SK: "FILE", ID: f.ID, Tenant: f.Tenant, Purpose: f.Purpose, Filename: f.Filename, Bytes: f.Bytes,
-		CreatedAt: ms(f.CreatedAt), Key: f.Key, GSI1PK: "T#" + f.Tenant + "#FILES", GSI1SK: sortKey(f.CreatedAt, f.ID),
+		CreatedAt: ms(f.CreatedAt), ExpiresAt: ms(f.ExpiresAt), Key: f.Key, GSI1PK: "T#" + f.Tenant + "#FILES", GSI1SK: sortKey(f.CreatedAt, f.ID),
 	})
 	if err != nil {
 		return fmt.Errorf("dynamodb: marshal file %s: %w", f.ID, err)

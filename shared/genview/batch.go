@@ -18,7 +18,7 @@ type FileView struct {
 // File returns the view of f.
 func File(f *lull.File) FileView {
 	return FileView{ID: f.ID, Object: "file", Bytes: f.Bytes, CreatedAt: f.CreatedAt.Unix(), Filename: f.Filename,
-		Purpose: f.Purpose, Status: "processed"}
+		Purpose: f.Purpose, Status: "processed", ExpiresAt: unix(f.ExpiresAt)}
 }
 
 // RequestCounts is a batch's progress, as OpenAI reports it.

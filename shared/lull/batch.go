@@ -58,8 +58,12 @@ type Batch struct {
 	Endpoint         Endpoint
 	InputFileID      string
 	CompletionWindow string
-	Status           BatchStatus
-	Metadata         map[string]string
+	// OutputExpiresAfter is how long after their creation the output and
+	// error files are served (OpenAI's output_expires_after); 0 keeps
+	// them for the retention period.
+	OutputExpiresAfter time.Duration
+	Status             BatchStatus
+	Metadata           map[string]string
 	// WebhookID is metadata.webhook_id: the endpoint batch events go to.
 	WebhookID string
 	// CancelRequested is set by a cancel so the finalizer ends as cancelled.

@@ -13,9 +13,22 @@ type File struct {
 	Filename  string
 	Bytes     int64
 	CreatedAt time.Time
+	// ExpiresAt is when the file stops being served (OpenAI's
+	// expires_after); zero for a file kept for the retention period.
+	ExpiresAt time.Time
 	// Key names the blob holding the content.
 	Key string
 }
+
+// Expired reports whether f has an expiry that has passed at now.
+func (f *File) Expired(now time.Time) bool { return !f.ExpiresAt.IsZero() && !now.Before(f.ExpiresAt) }
+
+// Bounds of OpenAI's expires_after (files) and output_expires_after
+// (batches): between an hour and 30 days after creation.
+const (
+	MinExpiresAfter = time.Hour
+	MaxExpiresAfter = 30 * 24 * time.Hour
+)
 
 // File purposes.
 const (

@@ -20,7 +20,7 @@ type batchItem struct {
 
 func fileCopy(f *lull.File) *lull.File {
 	c := *f
-	c.CreatedAt = ms(f.CreatedAt)
+	c.CreatedAt, c.ExpiresAt = ms(f.CreatedAt), ms(f.ExpiresAt)
 	return &c
 }
 

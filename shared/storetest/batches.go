@@ -43,6 +43,7 @@ func Batches(t *testing.T, s BatchStore, gens lull.Generations) {
 	t.Run("FileCreateGetDelete", func(t *testing.T) {
 		t.Parallel()
 		f := newFile(lull.NewID("t"), lull.PurposeBatch, now)
+		f.ExpiresAt = now.Add(time.Hour)
 		if err := s.CreateFile(ctx, f); err != nil {
 			t.Fatal(err)
 		}
@@ -183,6 +184,7 @@ func Batches(t *testing.T, s BatchStore, gens lull.Generations) {
 			b := newBatch(tenant, now.Add(time.Duration(i)*time.Second))
 			b.Metadata = map[string]string{"n": fmt.Sprint(i), "webhook_id": "wh_1"}
 			b.WebhookID = "wh_1"
+			b.OutputExpiresAfter = time.Duration(i) * time.Hour
 			if err := s.CreateBatch(ctx, b); err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/genview"
@@ -32,6 +33,11 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 		Endpoint         string            `json:"endpoint"`
 		CompletionWindow string            `json:"completion_window"`
 		Metadata         map[string]string `json:"metadata"`
+		// OutputExpiresAfter is OpenAI's output_expires_after.
+		OutputExpiresAfter *struct {
+			Anchor  string          `json:"anchor"`
+			Seconds json.RawMessage `json:"seconds"`
+		} `json:"output_expires_after"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		var typeErr *json.UnmarshalTypeError
@@ -62,6 +68,16 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 	if err := request.CheckMetadata(req.Metadata); err != nil {
 		return err
 	}
+	var outputExpiresAfter time.Duration
+	if oe := req.OutputExpiresAfter; oe != nil {
+		secs := string(oe.Seconds)
+		if secs == "" {
+			secs = "missing"
+		}
+		if outputExpiresAfter, err = parseExpiresAfter("output_expires_after", oe.Anchor, secs); err != nil {
+			return err
+		}
+	}
 	if id := req.Metadata["webhook_id"]; id != "" {
 		if err := s.checkWebhookRef(r, id); err != nil {
 			return err
@@ -81,7 +97,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
 	b := &lull.Batch{
 		ID: lull.NewID("batch"), Tenant: tenant(r), Endpoint: e, InputFileID: f.ID, CompletionWindow: req.CompletionWindow,
 		Status: lull.BatchValidating, Metadata: req.Metadata, WebhookID: req.Metadata["webhook_id"],
-		CreatedAt: now, ExpiresAt: now.Add(win),
+		CreatedAt: now, ExpiresAt: now.Add(win), OutputExpiresAfter: outputExpiresAfter,
 	}
 	idem := r.Header.Get("Idempotency-Key")
 	if len(idem) > 255 {

@@ -117,12 +117,19 @@ func (s *Server) createFile(w http.ResponseWriter, r *http.Request) error {
 	if err == nil && size == 0 {
 		err = lull.ParamError("file", "The file is empty.")
 	}
+	var expiresAfter time.Duration
+	if err == nil {
+		expiresAfter, err = parseExpiresAfter("expires_after", fields["expires_after[anchor]"], fields["expires_after[seconds]"])
+	}
 	if err != nil {
 		_ = s.cfg.Blobs.Delete(r.Context(), key)
 		return err
 	}
 	f := &lull.File{ID: id, Tenant: t, Purpose: lull.PurposeBatch, Filename: cleanName(name), Bytes: size,
 		CreatedAt: s.cfg.Now().UTC(), Key: key}
+	if expiresAfter > 0 {
+		f.ExpiresAt = f.CreatedAt.Add(expiresAfter)
+	}
 	if err := s.cfg.Files.CreateFile(r.Context(), f); err != nil {
 		return err
 	}
@@ -148,9 +155,33 @@ func cleanName(name string) string {
 	return name
 }
 
-// ownFile returns the caller's file id, or ENOTFOUND.
+// ownFile returns the caller's file id, or ENOTFOUND (also once the file
+// has expired).
 func (s *Server) ownFile(r *http.Request, id string) (*lull.File, error) {
-	return own(r, "file", id, "No such File object: "+id, s.cfg.Files.GetFile, func(f *lull.File) string { return f.Tenant })
+	f, err := own(r, "file", id, "No such File object: "+id, s.cfg.Files.GetFile, func(f *lull.File) string { return f.Tenant })
+	if err == nil && f.Expired(s.cfg.Now()) {
+		return nil, lull.Errorf(lull.ENOTFOUND, "No such File object: %s (it expired at %s)", id, f.ExpiresAt.Format(time.RFC3339))
+	}
+	return f, err
+}
+
+// parseExpiresAfter reads OpenAI's expires_after (anchor "created_at",
+// seconds between an hour and 30 days) from its two parts; 0 when both are
+// absent. param names the field in errors.
+func parseExpiresAfter(param, anchor, seconds string) (time.Duration, error) {
+	if anchor == "" && seconds == "" {
+		return 0, nil
+	}
+	if anchor != "" && anchor != "created_at" {
+		return 0, lull.ParamError(param+".anchor", "Invalid '%s.anchor' %q: the only anchor is 'created_at'.", param, anchor)
+	}
+	n, err := strconv.ParseInt(seconds, 10, 64)
+	d := time.Duration(n) * time.Second
+	if err != nil || d < lull.MinExpiresAfter || d > lull.MaxExpiresAfter {
+		return 0, lull.ParamError(param+".seconds", "'%s.seconds' must be an integer between %d (1 hour) and %d (30 days).",
+			param, int64(lull.MinExpiresAfter/time.Second), int64(lull.MaxExpiresAfter/time.Second))
+	}
+	return d, nil
 }
 
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) error {
@@ -183,8 +214,11 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	page := Page[genview.FileView]{Object: "list", Data: make([]genview.FileView, 0, len(files)), HasMore: more}
+	now := s.cfg.Now()
 	for _, f := range files {
-		page.Data = append(page.Data, genview.File(f))
+		if !f.Expired(now) {
+			page.Data = append(page.Data, genview.File(f))
+		}
 	}
 	if len(files) > 0 {
 		page.FirstID, page.LastID = &files[0].ID, &files[len(files)-1].ID

@@ -162,6 +162,9 @@ func (h *Handler) fileFor(ctx context.Context, b *lull.Batch, s *fileSink, kind 
 	size := s.size
 	f := &lull.File{ID: lull.DerivedID("file", b.ID, kind), Tenant: b.Tenant, Purpose: lull.PurposeBatchOutput,
 		Filename: fmt.Sprintf("%s_%s.jsonl", b.ID, kind), Bytes: size, CreatedAt: h.Now().UTC(), Key: s.key}
+	if b.OutputExpiresAfter > 0 {
+		f.ExpiresAt = f.CreatedAt.Add(b.OutputExpiresAfter)
+	}
 	if err := h.Batches.CreateFile(ctx, f); err != nil && !lull.IsConflict(err) {
 		return "", err
 	}
