@@ -251,6 +251,10 @@ func (c *Client) Generation(ctx context.Context, id string) (*Generation, error)
 // Model is one served model.
 type Model struct {
 	ID string `json:"id"`
+	// Task is what the model serves: "generate" (chat, completions,
+	// responses) or "embed" (embeddings); empty from servers that do not
+	// say, which generate.
+	Task string `json:"task"`
 }
 
 // Models lists the models the deployment serves.

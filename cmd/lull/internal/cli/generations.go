@@ -69,21 +69,28 @@ func submit(ctx context.Context, c *apiclient.Client, model, prompt, webhook, wi
 	return c.Chat(ctx, body, window)
 }
 
-// pickModel returns model, or the only model served when model is empty.
+// pickModel returns model, or the only chat model served when model is
+// empty (embedding models cannot answer a chat completion).
 func pickModel(ctx context.Context, c *apiclient.Client, model string) (string, error) {
 	if model != "" {
 		return model, nil
 	}
-	models, err := c.Models(ctx)
+	all, err := c.Models(ctx)
 	if err != nil {
 		return "", err
+	}
+	var models []apiclient.Model
+	for _, m := range all {
+		if m.Task == "" || m.Task == "generate" {
+			models = append(models, m)
+		}
 	}
 	if len(models) != 1 {
 		names := make([]string, len(models))
 		for i, m := range models {
 			names[i] = m.ID
 		}
-		return "", usagef("--model is required: this deployment serves %d models (%s)", len(models), strings.Join(names, ", "))
+		return "", usagef("--model is required: this deployment serves %d chat models (%s)", len(models), strings.Join(names, ", "))
 	}
 	return models[0].ID, nil
 }
