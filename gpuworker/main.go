@@ -16,11 +16,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 
 	"github.com/lull-ai/lull/gpuworker/awsworker"
 	"github.com/lull-ai/lull/gpuworker/imds"
+	"github.com/lull-ai/lull/gpuworker/interrupt"
 	"github.com/lull-ai/lull/gpuworker/lifecycle"
 	"github.com/lull-ai/lull/gpuworker/supervisor"
 	"github.com/lull-ai/lull/gpuworker/worker"
@@ -49,11 +49,15 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hook := instanceHook(ctx, cfg, clients.AutoScaling, log)
 	engine := worker.NewEngine(cfg) // for the health wait; the worker has its own client
 	var opts awsworker.Options
 	if cfg.VLLMCommand != "" {
 		fields := strings.Fields(cfg.VLLMCommand)
 		sup := &supervisor.Supervisor{Command: fields[0], Args: fields[1:], HealthURL: strings.TrimRight(cfg.VLLMURL, "/") + "/health", Logger: log}
+		if hook != nil {
+			sup.MaxFailedStarts, sup.GiveUp = cfg.EngineMaxFailures, func() { markUnhealthy(ctx, hook, log) }
+		}
 		opts.EngineUp = sup.Healthy
 		// The engine outlives the drain: it stops only after Run returns.
 		supCtx, stopSup := context.WithCancel(context.WithoutCancel(ctx))
@@ -78,53 +82,55 @@ func run(ctx context.Context, log *slog.Logger) error {
 		}
 	}()
 	defer srv.Close()
-	log.Info("waiting for engine", "url", cfg.VLLMURL)
-	for !engine.Healthy(ctx) {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-	if cfg.IMDSURL != "" {
-		md := imds.New(cfg.IMDSURL)
-		go w.DrainOn(ctx, func(ctx context.Context) *worker.Notice {
-			n := md.Watch(ctx, cfg.IMDSInterval, func(err error) { log.Debug("metadata service", "err", err) })
-			if n == nil {
+	if cfg.VLLMCommand == "" {
+		// Attached engine: nothing pauses intake while it is down. (A
+		// supervised one pauses it through EngineUp, and the interruption
+		// watch must run while it boots.)
+		log.Info("waiting for engine", "url", cfg.VLLMURL)
+		for !engine.Healthy(ctx) {
+			select {
+			case <-ctx.Done():
 				return nil
+			case <-time.After(time.Second):
 			}
-			return &worker.Notice{Kind: n.Kind, Deadline: n.Deadline}
-		}, 15*time.Second)
-	}
-	if err := w.Run(ctx); err != nil {
-		return err
-	}
-	// Drained (notice or SIGTERM): let Auto Scaling go on with termination.
-	if cfg.IMDSURL != "" && cfg.ASGName != "" && cfg.LifecycleHook != "" {
-		if err := completeHook(context.WithoutCancel(ctx), cfg, log); err != nil {
-			log.Warn("lifecycle hook not completed; Auto Scaling proceeds at the hook's timeout", "err", err)
 		}
 	}
-	return nil
+	r := &interrupt.Runner{Worker: w, Heartbeat: cfg.LifecycleBeat, Logger: log}
+	if cfg.IMDSURL != "" {
+		r.Watch = interrupt.FromIMDS(imds.New(cfg.IMDSURL), cfg.IMDSInterval, log)
+	}
+	if hook != nil {
+		r.Hook = hook
+	}
+	return r.Run(ctx)
 }
 
-// completeHook tells Auto Scaling the worker has drained.
-func completeHook(ctx context.Context, cfg worker.Config, log *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	id, ok, err := imds.New(cfg.IMDSURL).Get(ctx, "instance-id")
-	if err != nil || !ok {
-		return fmt.Errorf("lifecycle hook: instance id: %v", err)
+// instanceHook returns this instance's termination lifecycle hook, or nil
+// when the worker runs outside an Auto Scaling group (no IMDS, group or
+// hook configured) or the instance ID cannot be read within 30 seconds.
+func instanceHook(ctx context.Context, cfg worker.Config, c *autoscaling.Client, log *slog.Logger) *lifecycle.Hook {
+	if cfg.IMDSURL == "" || cfg.ASGName == "" || cfg.LifecycleHook == "" {
+		return nil
 	}
-	awsCfg, err := config.LoadDefaultConfig(ctx)
+	hook, err := lifecycle.ForInstance(ctx, imds.New(cfg.IMDSURL), c, cfg.ASGName, cfg.LifecycleHook, 30*time.Second)
 	if err != nil {
-		return err
+		log.Warn("lifecycle hook and health reports off", "err", err)
+		return nil
 	}
-	if err := lifecycle.New(autoscaling.NewFromConfig(awsCfg), cfg.ASGName, cfg.LifecycleHook, id).Complete(ctx); err != nil {
-		return err
+	log.Info("instance", "instance_id", hook.InstanceID(), "group", cfg.ASGName, "lifecycle_hook", cfg.LifecycleHook)
+	return hook
+}
+
+// markUnhealthy asks Auto Scaling to replace this instance: its engine
+// cannot start, and an InService instance would count as capacity.
+func markUnhealthy(ctx context.Context, hook *lifecycle.Hook, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := hook.SetUnhealthy(ctx); err != nil {
+		log.Error("cannot mark the instance unhealthy", "err", err)
+		return
 	}
-	log.Info("lifecycle hook completed", "instance", id, "group", cfg.ASGName)
-	return nil
+	log.Warn("engine cannot start: instance marked Unhealthy; Auto Scaling replaces it", "instance_id", hook.InstanceID())
 }
 
 var _ lull.Queue = (*sqs.Queue)(nil)

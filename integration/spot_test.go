@@ -74,7 +74,7 @@ func TestSpotInterruptionDrains(t *testing.T) {
 	noticed := make(chan *worker.Notice, 1)
 	go func() {
 		noticed <- doomed.DrainOn(t.Context(), func(ctx context.Context) *worker.Notice {
-			n := md.Watch(ctx, 200*time.Millisecond, nil)
+			n := md.Watch(ctx, 200*time.Millisecond, nil, nil)
 			if n == nil {
 				return nil
 			}

@@ -1,6 +1,10 @@
 // Package imds watches the EC2 instance metadata service (IMDSv2) for the
-// signals that an instance is about to go away: a spot interruption notice,
-// a rebalance recommendation, and the Auto Scaling target lifecycle state.
+// signals that an instance is about to go away: a spot interruption notice
+// and the Auto Scaling target lifecycle state (scale-in, or a replacement
+// after a rebalance recommendation). A rebalance recommendation alone is
+// reported but is not a reason to stop: with capacity rebalancing on, the
+// group launches a replacement and then terminates this instance through its
+// termination lifecycle hook, which shows here as a scale-in.
 package imds
 
 import (
@@ -25,12 +29,20 @@ const (
 	KindScaleIn          = "asg-terminating"
 )
 
-// Notice says the instance should stop taking work. Deadline is when the
+// Notice is a signal from the metadata service. Deadline is when the
 // instance will be taken away (zero when no hard deadline is known).
 type Notice struct {
 	Kind     string
 	Deadline time.Time
 	Detail   string
+}
+
+// Drains reports whether the notice means the instance is going away, so the
+// worker must stop taking work: a spot interruption or a scale-in. A
+// rebalance recommendation does not: the instance may run for hours yet, and
+// Auto Scaling replaces it through the lifecycle hook when it decides to.
+func (n *Notice) Drains() bool {
+	return n != nil && (n.Kind == KindSpotInterruption || n.Kind == KindScaleIn)
 }
 
 // Client reads instance metadata with IMDSv2 session tokens.
@@ -108,7 +120,9 @@ func (c *Client) Get(ctx context.Context, path string) (string, bool, error) {
 	return "", false, errors.New("imds: token refused twice")
 }
 
-// Check looks for a notice once.
+// Check looks for a notice once, in order of urgency: a spot interruption,
+// then a scale-in (target lifecycle state Terminated), then a rebalance
+// recommendation. Nil when there is none.
 func (c *Client) Check(ctx context.Context) (*Notice, error) {
 	if body, ok, err := c.Get(ctx, "spot/instance-action"); err != nil {
 		return nil, err
@@ -136,17 +150,25 @@ func (c *Client) Check(ctx context.Context) (*Notice, error) {
 	return nil, nil
 }
 
-// Watch polls every interval until a notice appears (returned) or ctx ends
-// (nil). Metadata errors are reported through onErr and polling goes on.
-func (c *Client) Watch(ctx context.Context, interval time.Duration, onErr func(error)) *Notice {
+// Watch polls every interval until a notice that drains (Notice.Drains)
+// appears, and returns it; nil when ctx ends first. Other notices (rebalance
+// recommendations) go to onInfo, once per distinct notice, and polling goes
+// on; metadata errors go to onErr. Either callback may be nil.
+func (c *Client) Watch(ctx context.Context, interval time.Duration, onErr func(error), onInfo func(*Notice)) *Notice {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last Notice
 	for {
 		n, err := c.Check(ctx)
-		if n != nil {
+		switch {
+		case n.Drains():
 			return n
-		}
-		if err != nil && ctx.Err() == nil && onErr != nil {
+		case n != nil && *n != last:
+			last = *n
+			if onInfo != nil {
+				onInfo(n)
+			}
+		case err != nil && ctx.Err() == nil && onErr != nil:
 			onErr(err)
 		}
 		select {

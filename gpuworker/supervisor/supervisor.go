@@ -32,12 +32,21 @@ type Supervisor struct {
 	StartTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between restarts; 1s and 1m when zero.
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// MaxFailedStarts, when positive, is how many starts in a row may fail
+	// (the engine exits, or is killed for outliving StartTimeout, before it
+	// ever answered /health) before GiveUp is called, once. The supervisor
+	// goes on restarting the engine all the same.
+	MaxFailedStarts int
+	GiveUp          func()
+	Logger          *slog.Logger
 
-	healthy  atomic.Bool
-	restarts atomic.Int64
-	mu       sync.Mutex
-	proc     *os.Process
+	healthy      atomic.Bool
+	wasHealthy   atomic.Bool // during the current start
+	restarts     atomic.Int64
+	failedStarts atomic.Int64
+	gaveUp       atomic.Bool
+	mu           sync.Mutex
+	proc         *os.Process
 }
 
 // Healthy reports whether the engine is up and answered /health.
@@ -45,6 +54,10 @@ func (s *Supervisor) Healthy() bool { return s.healthy.Load() }
 
 // Restarts counts restarts after the first start.
 func (s *Supervisor) Restarts() int64 { return s.restarts.Load() }
+
+// FailedStarts counts the starts in a row that ended before the engine was
+// ever healthy; a start that reached /health resets it.
+func (s *Supervisor) FailedStarts() int64 { return s.failedStarts.Load() }
 
 // PID returns the running engine's process ID (0 when none).
 func (s *Supervisor) PID() int {
@@ -69,11 +82,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.restarts.Add(1)
 		}
 		started := time.Now()
+		s.wasHealthy.Store(false)
 		err := s.runOnce(ctx)
 		s.healthy.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.countStart(err)
 		if time.Since(started) > 10*maxB {
 			backoff = minB // it ran a long while: a fresh failure
 		}
@@ -86,6 +101,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		backoff = min(2*backoff, maxB)
 	}
 	return nil
+}
+
+// countStart records how a start ended and calls GiveUp once when
+// MaxFailedStarts starts in a row never became healthy.
+func (s *Supervisor) countStart(err error) {
+	if s.wasHealthy.Load() {
+		s.failedStarts.Store(0)
+		return
+	}
+	n := s.failedStarts.Add(1)
+	s.Logger.Error("engine start failed", "failed_starts", n, "err", err)
+	if s.MaxFailedStarts > 0 && n >= int64(s.MaxFailedStarts) && s.GiveUp != nil && s.gaveUp.CompareAndSwap(false, true) {
+		s.Logger.Error("engine failed to start too often; giving up on this instance", "failed_starts", n)
+		s.GiveUp()
+	}
 }
 
 func (s *Supervisor) runOnce(ctx context.Context) error {
@@ -138,6 +168,9 @@ func (s *Supervisor) watchHealth(ctx context.Context, pid int) {
 				resp.Body.Close()
 				ok = resp.StatusCode == http.StatusOK
 			}
+		}
+		if ok {
+			s.wasHealthy.Store(true)
 		}
 		if ok != s.healthy.Load() {
 			s.healthy.Store(ok)

@@ -25,7 +25,10 @@ type Config struct {
 	EngineRetries     int           `env:"LULL_ENGINE_RETRIES" default:"3" doc:"attempts per delivery on transient engine errors"`
 	WorkerID          string        `env:"LULL_WORKER_ID" doc:"name in logs and DynamoDB leases; defaults to the hostname"`
 	MetricsAddr       string        `env:"LULL_METRICS_ADDR" default:"127.0.0.1:9400" doc:"listen address of the worker's Prometheus /metrics"`
-	DrainTimeout      time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"how long SIGTERM waits for in-flight generations before releasing them"`
+	DrainTimeout      time.Duration `env:"LULL_DRAIN_TIMEOUT" default:"90s" doc:"on SIGTERM, how long in-flight generations may finish before they are released (keep under systemd's TimeoutStopSec); also cuts short a notice's drain that SIGTERM interrupts"`
+	ScaleInDrainMax   time.Duration `env:"LULL_SCALE_IN_DRAIN_MAX" default:"24h" doc:"longest a scale-in drain (termination lifecycle hook, no deadline) waits for running generations, extending the hook meanwhile; keep under the hook's global timeout (100 heartbeat timeouts, at most 48h). Spot interruptions drain until the notice's deadline"`
+	LifecycleBeat     time.Duration `env:"LULL_LIFECYCLE_HEARTBEAT" default:"5m" doc:"how often a scale-in drain extends the termination lifecycle hook (RecordLifecycleActionHeartbeat); well under the hook's heartbeat timeout"`
+	EngineMaxFailures int           `env:"LULL_ENGINE_MAX_FAILED_STARTS" default:"3" doc:"engine starts in a row that may fail (exit, or no /health within the start timeout) before the worker marks its instance Unhealthy so Auto Scaling replaces it; 0 never does"`
 	Gate              string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots), metrics (vLLM /metrics headroom) or queue-depth (budget 1 - waiting/target; for comparison)"`
 	GateTarget        int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
 	GateReserve       int           `env:"LULL_GATE_RESERVE" default:"0" doc:"metrics gate: sequences always kept free for other (interactive) traffic; the gate keeps at least the recent peak of that traffic free"`
@@ -49,6 +52,15 @@ func (c *Config) validate() error {
 	}
 	if c.EngineRetries < 1 {
 		errs = append(errs, errors.New("LULL_ENGINE_RETRIES must be at least 1"))
+	}
+	if c.DrainTimeout < 0 || c.ScaleInDrainMax < 0 {
+		errs = append(errs, errors.New("LULL_DRAIN_TIMEOUT and LULL_SCALE_IN_DRAIN_MAX may not be negative"))
+	}
+	if c.ScaleInDrainMax > 48*time.Hour {
+		errs = append(errs, errors.New("LULL_SCALE_IN_DRAIN_MAX: at most 48h (a lifecycle hook's longest wait)"))
+	}
+	if c.EngineMaxFailures < 0 {
+		errs = append(errs, errors.New("LULL_ENGINE_MAX_FAILED_STARTS may not be negative"))
 	}
 	if c.Gate != "fixed" && c.Gate != "metrics" && c.Gate != "queue-depth" {
 		errs = append(errs, errors.New("LULL_GATE must be fixed, metrics or queue-depth"))

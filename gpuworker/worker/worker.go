@@ -59,7 +59,8 @@ type Worker struct {
 	ownGate bool
 
 	// drain stops receiving early (spot notice, scale-in); drainBy is the
-	// deadline by which unfinished generations must be released.
+	// deadline by which unfinished generations must be released (set by
+	// the first Drain, moved only earlier).
 	drainOnce sync.Once
 	drain     chan struct{}
 	drainMu   sync.Mutex
@@ -97,6 +98,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if cfg.ScaleInDrainMax == 0 {
+		cfg.ScaleInDrainMax = DefaultScaleInDrainMax
+	}
 	id := cfg.WorkerID
 	if id == "" {
 		host, _ := os.Hostname()
@@ -127,10 +131,17 @@ func (w *Worker) ID() string { return w.id }
 // Stats returns the worker's live counters.
 func (w *Worker) Stats() *Stats { return &w.stats }
 
-// Run receives and runs jobs until ctx is cancelled, then drains: it stops
-// receiving, lets running generations finish for up to DrainTimeout, and
-// releases the rest to the queue. It returns nil after a clean drain.
+// DefaultScaleInDrainMax is Config.ScaleInDrainMax when zero: a day, under
+// the global timeout of the construct's lifecycle hook (25 hours).
+const DefaultScaleInDrainMax = 24 * time.Hour
+
+// Run receives and runs jobs until ctx is cancelled or Drain is called,
+// then drains: it stops receiving, lets running generations finish and
+// releases the rest to the queue. After Drain, generations may run until its
+// deadline; after ctx ends (SIGTERM), for DrainTimeout more at most. It
+// returns nil after a clean drain.
 func (w *Worker) Run(ctx context.Context) error {
+	stopped := ctx.Done() // SIGTERM: bounds the drain by DrainTimeout
 	log := w.deps.Logger
 	log.InfoContext(ctx, "worker started", "concurrency", w.cfg.Concurrency, "visibility", w.cfg.Visibility.String(), "gate", w.cfg.Gate)
 	if w.ownGate {
@@ -216,21 +227,35 @@ func (w *Worker) Run(ctx context.Context) error {
 			})
 		}
 	}
-	timeout := w.cfg.DrainTimeout
 	w.drainMu.Lock()
-	if !w.drainBy.IsZero() {
-		timeout = max(min(timeout, time.Until(w.drainBy)), 0)
-	}
+	deadline := w.drainBy
 	w.drainMu.Unlock()
-	log.Info("draining", "in_flight", w.stats.InFlight.Load(), "timeout", timeout.String())
+	if deadline.IsZero() { // no notice: ctx ended (SIGTERM)
+		deadline, stopped = time.Now().Add(w.cfg.DrainTimeout), nil
+	}
+	log.Info("draining", "in_flight", w.stats.InFlight.Load(), "release_by", deadline, "timeout", time.Until(deadline).Round(time.Millisecond).String())
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		log.Warn("drain timeout: releasing unfinished generations", "in_flight", w.stats.InFlight.Load())
-		cancelRuns()
-		<-done
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for done != nil {
+		select {
+		case <-done:
+			done = nil
+		case <-stopped:
+			// SIGTERM during a notice's drain: systemd waits only so long.
+			stopped = nil
+			if d := time.Now().Add(w.cfg.DrainTimeout); d.Before(deadline) {
+				deadline = d
+				timer.Reset(time.Until(d))
+				log.Info("stopping while draining", "in_flight", w.stats.InFlight.Load(), "release_by", deadline)
+			}
+		case <-timer.C:
+			log.Warn("drain deadline: releasing unfinished generations", "in_flight", w.stats.InFlight.Load())
+			cancelRuns()
+			<-done
+			done = nil
+		}
 	}
 	log.Info("worker stopped", "completed", w.stats.Completed.Load(), "released", w.stats.Released.Load())
 	return nil
@@ -250,27 +275,35 @@ func (w *Worker) waitAllStarted(ctx context.Context) bool {
 }
 
 // Drain makes Run stop receiving at once and return after letting running
-// generations finish until deadline (or the drain timeout, whichever comes
-// first; zero deadline: the drain timeout), releasing the rest to the queue.
-// Later calls only move the deadline earlier.
+// generations finish until deadline, releasing the rest to the queue. A
+// zero deadline lets them run as long as they need, up to ScaleInDrainMax
+// from now. Later calls only move the deadline earlier. SIGTERM (the end of
+// Run's context) cuts the drain to DrainTimeout from then.
 func (w *Worker) Drain(deadline time.Time) {
+	if deadline.IsZero() {
+		deadline = time.Now().Add(w.cfg.ScaleInDrainMax)
+	}
 	w.drainMu.Lock()
-	if w.drainBy.IsZero() || (!deadline.IsZero() && deadline.Before(w.drainBy)) {
+	if w.drainBy.IsZero() || deadline.Before(w.drainBy) {
 		w.drainBy = deadline
 	}
 	w.drainMu.Unlock()
 	w.drainOnce.Do(func() { close(w.drain) })
 }
 
-// Notice is an instruction to stop taking work, e.g. a spot interruption.
+// Notice is an instruction to stop taking work: a spot interruption (with
+// the time the instance goes away) or a scale-in (no deadline: Auto Scaling
+// waits in the termination lifecycle hook until the worker completes it).
 type Notice struct {
 	Kind     string
 	Deadline time.Time // zero when there is no hard deadline
 }
 
-// DrainOn drains the worker when watch reports a notice; safety is kept
-// back from the notice's deadline for releasing unfinished work. It returns
-// the notice, or nil when ctx ended first.
+// DrainOn drains the worker when watch reports a notice. A notice with a
+// deadline drains until safety before it, so that unfinished work is
+// released while the instance still runs; one without drains as long as
+// the running generations need (up to ScaleInDrainMax). It returns the
+// notice, or nil when ctx ended first.
 func (w *Worker) DrainOn(ctx context.Context, watch func(context.Context) *Notice, safety time.Duration) *Notice {
 	n := watch(ctx)
 	if n == nil {
@@ -280,7 +313,8 @@ func (w *Worker) DrainOn(ctx context.Context, watch func(context.Context) *Notic
 	if !deadline.IsZero() {
 		deadline = deadline.Add(-safety)
 	}
-	w.deps.Logger.Warn("interruption notice: draining", "kind", n.Kind, "deadline", n.Deadline, "release_by", deadline)
+	w.deps.Logger.Warn("interruption notice: draining", "kind", n.Kind, "deadline", n.Deadline, "release_by", deadline,
+		"in_flight", w.stats.InFlight.Load())
 	w.Drain(deadline)
 	return n
 }
