@@ -18,14 +18,16 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/gpuworker/imds"
+	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/localstack/asgemu"
 	"github.com/lull-ai/lull/localstack/devstack"
 )
 
 // Metadata paths the tests hold back until the scenario is ready.
 const (
-	spotPath   = "/latest/meta-data/spot/instance-action"
-	targetPath = "/latest/meta-data/autoscaling/target-lifecycle-state"
+	spotPath      = "/latest/meta-data/spot/instance-action"
+	targetPath    = "/latest/meta-data/autoscaling/target-lifecycle-state"
+	rebalancePath = "/latest/meta-data/events/recommendations/rebalance"
 )
 
 // heldIMDS runs amazon-ec2-metadata-mock with every notice active at once
@@ -40,6 +42,8 @@ type heldIMDS struct {
 	mu  sync.Mutex
 	// held paths answer 404
 	held map[string]bool
+	// served counts the mock's answers by path
+	served map[string]int
 }
 
 func startHeldIMDS(t *testing.T, held ...string) *heldIMDS {
@@ -58,7 +62,7 @@ func startHeldIMDS(t *testing.T, held ...string) *heldIMDS {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	target, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port))
-	h := &heldIMDS{held: map[string]bool{}}
+	h := &heldIMDS{held: map[string]bool{}, served: map[string]int{}}
 	for _, p := range held {
 		h.held[p] = true
 	}
@@ -66,6 +70,9 @@ func startHeldIMDS(t *testing.T, held ...string) *heldIMDS {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		hold := h.held[r.URL.Path]
+		if !hold {
+			h.served[r.URL.Path]++
+		}
 		h.mu.Unlock()
 		if hold {
 			http.NotFound(w, r)
@@ -80,6 +87,13 @@ func startHeldIMDS(t *testing.T, held ...string) *heldIMDS {
 		return err == nil
 	})
 	return h
+}
+
+// servedCount returns how often the mock answered path.
+func (h *heldIMDS) servedCount(path string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.served[path]
 }
 
 // release lets the worker see the notice at path.
@@ -190,17 +204,18 @@ func TestRebalanceThenNothing(t *testing.T) {
 	st := startStack(t, devstack.Config{Workers: -1, VLLMURL: eng.URL(), Visibility: 10 * time.Second})
 	md := startHeldIMDS(t, spotPath, targetPath)
 	in := startInstance(t, st, md)
-	waitFor(t, 20*time.Second, "rebalance recommendation seen", func() bool {
-		return strings.Contains(in.logs.String(), "rebalance recommendation")
-	})
+	waitFor(t, 20*time.Second, "rebalance recommendation read", func() bool { return md.servedCount(rebalancePath) >= 1 })
 	var ids []string
 	for i := range 3 {
 		ids = append(ids, submit(t, st.URL, "sk-lull-dev", fmt.Sprintf("after rebalance %d", i)))
 	}
 	completedOnce(t, st, ids, 30*time.Second)
-	// Polling went on all along: more jobs still complete.
+	// Polling goes on (a spot interruption or scale-in may still come), and
+	// more jobs still complete.
+	polled := md.servedCount(rebalancePath)
 	ids = append(ids[:0], submit(t, st.URL, "sk-lull-dev", "later"))
 	completedOnce(t, st, ids, 30*time.Second)
+	waitFor(t, 5*time.Second, "metadata still polled", func() bool { return md.servedCount(rebalancePath) > polled })
 	if n := strings.Count(in.logs.String(), "rebalance recommendation"); n != 1 {
 		t.Errorf("rebalance logged %d times, want once", n)
 	}
@@ -302,4 +317,45 @@ func TestBrokenEngineMarksInstanceUnhealthy(t *testing.T) {
 	waitFor(t, 10*time.Second, "hook completed", func() bool { return !in.asg.Pending(in.id) })
 	in.idles(t, time.Second)
 	in.stop(t)
+}
+
+// A drain without a deadline (scale-in) lets running generations go on past
+// LULL_DRAIN_TIMEOUT; SIGTERM during it (the instance shutting down) cuts
+// it to LULL_DRAIN_TIMEOUT from then, and the generations are released for
+// another worker.
+func TestSIGTERMCutsScaleInDrain(t *testing.T) {
+	t.Parallel()
+	eng := newEngine(t, vllmsimConfig())
+	st := startStack(t, devstack.Config{Workers: -1, VLLMURL: eng.URL(), Visibility: 10 * time.Second})
+	eng.setDelay(time.Hour)
+	ctx, sigterm := context.WithCancel(t.Context())
+	w, err := st.StartWorker(ctx, func(c *worker.Config) { c.DrainTimeout = 300 * time.Millisecond })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 2 {
+		ids = append(ids, submit(t, st.URL, "sk-lull-dev", fmt.Sprintf("scale-in %d", i)))
+	}
+	waitFor(t, 20*time.Second, "running", func() bool { return w.Stats().InFlight.Load() == 2 && eng.started.Load() == 2 })
+	w.Drain(time.Time{})
+	time.Sleep(time.Second) // over three drain timeouts: nothing may be released
+	if n := w.Stats().Released.Load(); n != 0 {
+		t.Fatalf("a scale-in drain released %d generations after LULL_DRAIN_TIMEOUT", n)
+	}
+	start := time.Now()
+	sigterm()
+	waitFor(t, 5*time.Second, "released after SIGTERM", func() bool { return w.Stats().Released.Load() == 2 })
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("released %s after SIGTERM, want about LULL_DRAIN_TIMEOUT (300ms)", d)
+	}
+	eng.setDelay(0)
+	if _, err := st.StartWorker(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for id, g := range waitTerminal(t, st, "sk-lull-dev", ids, 30*time.Second) {
+		if g.Status != "completed" {
+			t.Fatalf("%s: %s", id, g.Status)
+		}
+	}
 }
