@@ -28,7 +28,7 @@ type Groups struct {
 // New returns Groups over c.
 func New(c *assdk.Client) *Groups { return &Groups{c: c} }
 
-// counted are the lifecycle states Capacity counts: instances in service and
+// counted are the lifecycle states Capacity counts as serving: instances in service and
 // those launching into service (Pending, and Pending:Wait/Proceed while a
 // launch lifecycle hook runs). Terminating instances (the worker drains
 // them: they take no new messages), standby, detaching and warm-pool
@@ -40,19 +40,23 @@ var counted = map[types.LifecycleState]bool{
 	types.LifecycleStateInService:      true,
 }
 
-// Capacity returns how many of group's instances are InService or Pending:
-// the instances that serve the group's queue now or will once booted.
+// Capacity returns the group's desired capacity, and how many of its
+// instances are InService or Pending (serving): the instances that serve
+// the group's queue now or will once booted. Desired capacity also counts
+// instances Auto Scaling has decided on but not launched yet (a scale-out
+// one minute old, or spot capacity that is short), so it is what tells an
+// empty group from one on its way up.
 //
 // A group that does not exist is a *lull.Error with code ENOTFOUND;
 // throttling and service faults are EUNAVAILABLE; any other failure is
 // returned wrapped with the group's name.
-func (g *Groups) Capacity(ctx context.Context, group string) (int, error) {
+func (g *Groups) Capacity(ctx context.Context, group string) (desired, serving int, err error) {
 	out, err := g.c.DescribeAutoScalingGroups(ctx, &assdk.DescribeAutoScalingGroupsInput{
 		AutoScalingGroupNames: []string{group},
 		IncludeInstances:      aws.Bool(true),
 	})
 	if err != nil {
-		return 0, wrap(err, "describe group %s", group)
+		return 0, 0, wrap(err, "describe group %s", group)
 	}
 	for _, asg := range out.AutoScalingGroups {
 		if aws.ToString(asg.AutoScalingGroupName) != group {
@@ -64,9 +68,9 @@ func (g *Groups) Capacity(ctx context.Context, group string) (int, error) {
 				n++
 			}
 		}
-		return n, nil
+		return int(aws.ToInt32(asg.DesiredCapacity)), n, nil
 	}
-	return 0, &lull.Error{Code: lull.ENOTFOUND, Message: "no such Auto Scaling group",
+	return 0, 0, &lull.Error{Code: lull.ENOTFOUND, Message: "no such Auto Scaling group",
 		Err: fmt.Errorf("autoscaling: describe group %s: not found", group)}
 }
 

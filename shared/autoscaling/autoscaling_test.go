@@ -24,7 +24,9 @@ import (
 // its instances' lifecycle states; a name in fail answers that error code.
 type server struct {
 	groups map[string][]string
-	fail   map[string]string
+	// desired overrides a group's desired capacity (default: its instance count)
+	desired map[string]int
+	fail    map[string]string
 
 	mu    sync.Mutex
 	calls []string // the AutoScalingGroupNames of each request
@@ -90,6 +92,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue // the real API leaves unknown names out, without an error
 		}
 		g := group{AutoScalingGroupName: n, DesiredCapacity: len(states)}
+		if d, ok := s.desired[n]; ok {
+			g.DesiredCapacity = d
+		}
 		for i, st := range states {
 			g.Instances = append(g.Instances, instance{InstanceID: fmt.Sprintf("i-%04d", i), LifecycleState: st, HealthStatus: "Healthy"})
 		}
@@ -129,26 +134,31 @@ func TestCapacity(t *testing.T) {
 			"mixed": {"InService", "Terminating", "Terminating:Wait", "Terminating:Proceed", "Standby", "EnteringStandby",
 				"Detaching", "Warmed:Running", "Warmed:Pending", "Terminated", "Quarantined"},
 		},
-		fail: map[string]string{"throttled": "Throttling", "contended": "ResourceContention", "denied": "AccessDenied"},
+		// Desired capacity counts instances not launched yet, and drops
+		// before terminating instances leave.
+		desired: map[string]int{"not-launched": 2, "mixed": 1},
+		fail:    map[string]string{"throttled": "Throttling", "contended": "ResourceContention", "denied": "AccessDenied"},
 	}
+	s.groups["not-launched"] = []string{"Pending"}
 	g := newGroups(t, s)
 	for _, tc := range []struct {
-		name, group string
-		want        int
-		code        string // lull error code; "" for success, "-" for a plain error
+		name, group   string
+		desired, want int
+		code          string // lull error code; "" for success, "-" for a plain error
 	}{
-		{"OK/Empty", "empty", 0, ""},
-		{"OK/InService", "in-service", 2, ""},
-		{"OK/PendingCounts", "launching", 4, ""},
-		{"OK/OnlyServing", "mixed", 1, ""},
-		{"ErrNotFound", "no-such-group", 0, lull.ENOTFOUND},
-		{"ErrThrottled", "throttled", 0, lull.EUNAVAILABLE},
-		{"ErrContention", "contended", 0, lull.EUNAVAILABLE},
-		{"ErrDenied", "denied", 0, "-"},
+		{"OK/Empty", "empty", 0, 0, ""},
+		{"OK/InService", "in-service", 2, 2, ""},
+		{"OK/PendingCounts", "launching", 4, 4, ""},
+		{"OK/OnlyServing", "mixed", 1, 1, ""},
+		{"OK/DesiredNotLaunched", "not-launched", 2, 1, ""},
+		{"ErrNotFound", "no-such-group", 0, 0, lull.ENOTFOUND},
+		{"ErrThrottled", "throttled", 0, 0, lull.EUNAVAILABLE},
+		{"ErrContention", "contended", 0, 0, lull.EUNAVAILABLE},
+		{"ErrDenied", "denied", 0, 0, "-"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := g.Capacity(context.Background(), tc.group)
+			desired, got, err := g.Capacity(context.Background(), tc.group)
 			switch {
 			case tc.code == "" && err != nil:
 				t.Fatalf("Capacity(%s): %v", tc.group, err)
@@ -161,8 +171,8 @@ func TestCapacity(t *testing.T) {
 					t.Fatalf("Capacity(%s) error = %v (code %q), want code %s naming the group", tc.group, err, got, tc.code)
 				}
 			}
-			if got != tc.want {
-				t.Fatalf("Capacity(%s) = %d, want %d", tc.group, got, tc.want)
+			if desired != tc.desired || got != tc.want {
+				t.Fatalf("Capacity(%s) = desired %d, serving %d; want %d, %d", tc.group, desired, got, tc.desired, tc.want)
 			}
 		})
 	}
@@ -174,7 +184,7 @@ func TestCapacityAsksForOneGroup(t *testing.T) {
 	t.Parallel()
 	s := &server{groups: map[string][]string{"a": {"InService"}}}
 	g := newGroups(t, s)
-	if _, err := g.Capacity(context.Background(), "a"); err != nil {
+	if _, _, err := g.Capacity(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}
 	if len(s.calls) != 1 || s.calls[0] != "a" {

@@ -64,6 +64,14 @@ type Sample struct {
 	// instances keeps a backlog seen while the first instances boot from
 	// being multiplied by every instance already on its way.
 	Instances int
+	// Desired is the group's desired capacity: it counts, besides
+	// Instances, the instances Auto Scaling has decided on and not launched
+	// yet (the step policy's scale-out of a minute ago, or spot capacity
+	// that is short). A group is empty, for the scale-from-zero policy, only
+	// when both are 0; counting Instances alone would fire the step policy
+	// again every minute until the first launch shows, adding an instance
+	// each time.
+	Desired int
 }
 
 // Decision is what the scaler publishes for one model.
@@ -77,7 +85,8 @@ type Decision struct {
 	// asks for ceil(capacity × Backlog / target) as soon as the first
 	// instance is counted, and the metric is never +Inf or NaN.
 	BacklogPerInstance float64
-	// UnservedBacklog is Backlog when Instances is 0, else 0.
+	// UnservedBacklog is Backlog when the group is empty (Instances and
+	// Desired both 0), else 0.
 	UnservedBacklog float64
 	// ScaleFromZero reports that UnservedBacklog reaches
 	// ScaleFromZeroThreshold: the group is empty and owes work, so the step
@@ -91,7 +100,7 @@ func Decide(s Sample) Decision {
 	visible, inFlight, instances := max(s.Visible, 0), max(s.InFlight, 0), max(s.Instances, 0)
 	d := Decision{Backlog: visible + inFlight}
 	d.BacklogPerInstance = float64(d.Backlog) / float64(max(instances, 1))
-	if instances == 0 {
+	if instances == 0 && s.Desired <= 0 {
 		d.UnservedBacklog = float64(d.Backlog)
 	}
 	d.ScaleFromZero = d.UnservedBacklog >= ScaleFromZeroThreshold

@@ -24,6 +24,8 @@ func TestDecide(t *testing.T) {
 		{"PerInstance", backlog.Sample{Visible: 300, InFlight: 100, Instances: 4}, backlog.Decision{Backlog: 400, BacklogPerInstance: 100}},
 		{"Fractional", backlog.Sample{Visible: 1, Instances: 3}, backlog.Decision{Backlog: 1, BacklogPerInstance: 1.0 / 3}},
 		{"BusyEmptyQueue", backlog.Sample{InFlight: 128, Instances: 1}, backlog.Decision{Backlog: 128, BacklogPerInstance: 128}},
+		// Scale-out decided, nothing launched yet: not empty, the step policy stays quiet.
+		{"DesiredNotLaunched", backlog.Sample{Visible: 5, Desired: 1}, backlog.Decision{Backlog: 5, BacklogPerInstance: 5}},
 		{"NegativeCountsIgnored", backlog.Sample{Visible: -5, InFlight: 3, Instances: -1}, backlog.Decision{Backlog: 3, BacklogPerInstance: 3, UnservedBacklog: 3, ScaleFromZero: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,8 +28,9 @@ type Queue interface {
 
 // Groups reads Auto Scaling groups.
 type Groups interface {
-	// Capacity returns the group's InService plus Pending instances.
-	Capacity(ctx context.Context, group string) (int, error)
+	// Capacity returns the group's desired capacity and its InService plus
+	// Pending instances.
+	Capacity(ctx context.Context, group string) (desired, serving int, err error)
 }
 
 // Sink publishes metrics.
@@ -167,11 +168,11 @@ func (s *Scaler) model(ctx context.Context, m Model, now func() time.Time) (back
 	if err != nil {
 		return backlog.Decision{}, err
 	}
-	instances, err := s.Groups.Capacity(ctx, m.Group)
+	desired, instances, err := s.Groups.Capacity(ctx, m.Group)
 	if err != nil {
 		return backlog.Decision{}, err
 	}
-	d := backlog.Decide(backlog.Sample{Visible: visible, InFlight: inFlight, Instances: instances})
+	d := backlog.Decide(backlog.Sample{Visible: visible, InFlight: inFlight, Instances: instances, Desired: desired})
 	if err := s.Metrics.Publish(ctx, now(), map[string]string{backlog.DimensionModel: m.Name}, d.Data()); err != nil {
 		return backlog.Decision{}, err
 	}

@@ -38,25 +38,33 @@ func (q *queue) Depth(context.Context) (int, int, error) {
 	return q.visible, q.inFlight, q.err
 }
 
-// groups is an in-memory Auto Scaling: capacity by group name; a group not
-// in the map fails like a missing group.
+// groups is an in-memory Auto Scaling: capacity by group name (desired
+// capacity, and serving instances when launching lags behind: in
+// launching); a group not in the map fails like a missing group.
 type groups struct {
-	mu       sync.Mutex
-	capacity map[string]int
-	err      map[string]error
+	mu        sync.Mutex
+	capacity  map[string]int
+	launching map[string]int // desired instances not launched yet
+	err       map[string]error
 }
 
-func (g *groups) Capacity(_ context.Context, name string) (int, error) {
+func (g *groups) Capacity(_ context.Context, name string) (int, int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.err[name]; err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	n, ok := g.capacity[name]
 	if !ok {
-		return 0, &lull.Error{Code: lull.ENOTFOUND, Message: "no such group " + name}
+		return 0, 0, &lull.Error{Code: lull.ENOTFOUND, Message: "no such group " + name}
 	}
-	return n, nil
+	return n, max(n-g.launching[name], 0), nil
+}
+
+func (g *groups) desired(name string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.capacity[name]
 }
 
 func (g *groups) set(name string, n int) {
@@ -221,7 +229,7 @@ func TestScaleLoop(t *testing.T) {
 					t.Fatal(err)
 				}
 				p := parse(t, out.Bytes())["m"]
-				capacity, _ := g.Capacity(context.Background(), "grp")
+				capacity := g.desired("grp")
 				var data []backlog.Datum
 				for name, v := range p.Values {
 					data = append(data, backlog.Datum{Name: name, Value: v})
@@ -232,15 +240,49 @@ func TestScaleLoop(t *testing.T) {
 			for range 10 {
 				minute()
 			}
-			if got, _ := g.Capacity(context.Background(), "grp"); got != tc.want || got != backlog.DesiredInstances(tc.visible, target, 0, maxN) {
+			if got := g.desired("grp"); got != tc.want || got != backlog.DesiredInstances(tc.visible, target, 0, maxN) {
 				t.Fatalf("capacity after 10 minutes = %d, want %d", got, tc.want)
 			}
 			q.visible = 0
 			minute()
-			if got, _ := g.Capacity(context.Background(), "grp"); got != 0 {
+			if got := g.desired("grp"); got != 0 {
 				t.Fatalf("capacity with an empty queue = %d, want 0", got)
 			}
 		})
+	}
+}
+
+// TestScaleFromZeroWaitsForLaunch: the step policy has raised the group's
+// desired capacity from zero, but no instance shows yet (launching takes a
+// while; spot capacity may be short for many minutes). The group is not
+// empty, so UnservedBacklog must be 0: counting only launched instances
+// would fire the step policy every minute, one more instance each time.
+func TestScaleFromZeroWaitsForLaunch(t *testing.T) {
+	t.Parallel()
+	const target, maxN = backlog.DefaultTargetBacklogPerInstance, 20
+	g := &groups{capacity: map[string]int{"grp": 0}, launching: map[string]int{"grp": maxN}}
+	q := &queue{visible: 1}
+	var out, logs bytes.Buffer
+	s := newScaler(t, []scale.Model{{Name: "m", Queue: q, Group: "grp"}}, g, &out, &logs)
+	for minute := range 10 {
+		out.Reset()
+		res, err := s.Scale(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := parse(t, out.Bytes())["m"]
+		if minute > 0 && (p.Values[backlog.MetricUnservedBacklog] != 0 || res.Decisions["m"].ScaleFromZero) {
+			t.Fatalf("minute %d: desired %d, none launched: UnservedBacklog %v fires the step policy again",
+				minute, g.desired("grp"), p.Values[backlog.MetricUnservedBacklog])
+		}
+		var data []backlog.Datum
+		for name, v := range p.Values {
+			data = append(data, backlog.Datum{Name: name, Value: v})
+		}
+		g.set("grp", backlog.NextCapacity(g.desired("grp"), data, target, maxN))
+	}
+	if got := g.desired("grp"); got != backlog.ScaleFromZeroInstances {
+		t.Fatalf("desired capacity after 10 minutes without a launch = %d, want %d", got, backlog.ScaleFromZeroInstances)
 	}
 }
 
