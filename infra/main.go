@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 
@@ -48,6 +49,7 @@ func run() error {
 	}
 	stack := awscdk.NewStack(app, jsii.String(name), &awscdk.StackProps{
 		Description: jsii.String("lull: asynchronous LLM inference on spot GPUs (config " + path + ")"),
+		Env:         environment(cfg),
 	})
 	if _, err := lull.NewService(stack, "Lull", props); err != nil {
 		return err
@@ -55,4 +57,21 @@ func run() error {
 	awscdk.Aspects_Of(app).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
 	app.Synth(nil)
 	return nil
+}
+
+// environment is the stack's account and region: the config's, else those
+// the CDK CLI found in the credentials (CDK_DEFAULT_ACCOUNT and
+// CDK_DEFAULT_REGION). With both known the stack is environment-specific,
+// so the VPC can span all of the region's zones (CDK looks them up and
+// caches them in cdk.context.json); without, it is environment-agnostic
+// and gets 2 zones, and a warning says so.
+func environment(cfg lull.Config) *awscdk.Environment {
+	account := cmp.Or(cfg.Account, os.Getenv("CDK_DEFAULT_ACCOUNT"))
+	region := cmp.Or(cfg.Region, os.Getenv("CDK_DEFAULT_REGION"))
+	if account == "" || region == "" {
+		fmt.Fprintln(os.Stderr, "infra: warning: no account or region (set them in the config, or run through the CDK CLI with credentials):"+
+			" the stack is environment-agnostic and its VPC spans only 2 Availability Zones")
+		return nil
+	}
+	return &awscdk.Environment{Account: jsii.String(account), Region: jsii.String(region)}
 }

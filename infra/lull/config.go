@@ -15,7 +15,14 @@ import (
 // infra/lull.config.example.json). Durations use Go's syntax ("24h").
 // Unknown fields are an error, so a typo never silently takes a default.
 type Config struct {
-	StackName                 string        `json:"stackName"`
+	StackName string `json:"stackName"`
+	// Account and Region make the stack environment-specific (else
+	// CDK_DEFAULT_ACCOUNT and CDK_DEFAULT_REGION, which the CDK CLI sets
+	// from the credentials): only then can the VPC span every zone.
+	Account                   string        `json:"account"`
+	Region                    string        `json:"region"`
+	MaxAZs                    int           `json:"maxAzs"`
+	AvailabilityZones         []string      `json:"availabilityZones"`
 	BuildDir                  string        `json:"buildDir"`
 	DefaultCompletionWindow   string        `json:"defaultCompletionWindow"`
 	MaxCompletionWindow       string        `json:"maxCompletionWindow"`
@@ -44,6 +51,8 @@ type ModelConfig struct {
 	MaxInstances             int               `json:"maxInstances"`
 	TargetBacklogPerInstance float64           `json:"targetBacklogPerInstance"`
 	RootVolumeGiB            int               `json:"rootVolumeGiB"`
+	RootVolumeThroughput     int               `json:"rootVolumeThroughput"`
+	RootVolumeIOPS           int               `json:"rootVolumeIops"`
 	WorkerEnv                map[string]string `json:"workerEnv"`
 }
 
@@ -97,6 +106,8 @@ func (c Config) Props(buildDir string) (Props, error) {
 		AlarmEmail:                c.AlarmEmail,
 		HuggingFaceTokenParameter: c.HuggingFaceTokenParameter,
 		DestroyOnRemoval:          c.DestroyOnRemoval,
+		MaxAZs:                    c.MaxAZs,
+		AvailabilityZones:         c.AvailabilityZones,
 	}
 	if c.BuildDir != "" {
 		p.BuildDir = c.BuildDir

@@ -1,6 +1,7 @@
 package lull
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"strings"
@@ -25,6 +26,13 @@ const (
 	workerBin     = "/opt/lull/bin/gpuworker"
 	vllmVenv      = "/opt/vllm"
 	vllmPort      = 8000
+	// pythonVersion is the CPython uv installs for vLLM.
+	pythonVersion = "3.12"
+	// bootLog keeps the user data's output on the instance.
+	bootLog = "/var/log/lull-boot.log"
+	// failedBootShutdownMinutes is how long a failed boot keeps the
+	// instance up, so its console output can be read.
+	failedBootShutdownMinutes = 3
 	// envFileEnd ends the heredoc that writes WorkerEnvFile.
 	envFileEnd = "LULL_ENV"
 )
@@ -52,8 +60,7 @@ func (s *Service) network() {
 		s.VPC = s.props.VPC
 		return
 	}
-	vpc := awsec2.NewVpc(s.scope, jsii.String("Vpc"), &awsec2.VpcProps{
-		MaxAzs:      jsii.Number(3),
+	props := &awsec2.VpcProps{
 		NatGateways: jsii.Number(0),
 		SubnetConfiguration: &[]*awsec2.SubnetConfiguration{{
 			Name: jsii.String("public"), SubnetType: awsec2.SubnetType_PUBLIC, CidrMask: jsii.Number(20)}},
@@ -61,7 +68,16 @@ func (s *Service) network() {
 			"S3":       {Service: awsec2.GatewayVpcEndpointAwsService_S3()},
 			"DynamoDB": {Service: awsec2.GatewayVpcEndpointAwsService_DYNAMODB()},
 		},
-	})
+	}
+	// Every zone is one more spot pool per instance type. CDK knows the
+	// region's zones only in an environment-specific stack; an agnostic
+	// one gets 2 whatever MaxAzs says.
+	if azs := s.props.AvailabilityZones; len(azs) > 0 {
+		props.AvailabilityZones = jsii.Strings(azs...)
+	} else {
+		props.MaxAzs = jsii.Number(float64(cmp.Or(s.props.MaxAZs, maxAZs)))
+	}
+	vpc := awsec2.NewVpc(s.scope, jsii.String("Vpc"), props)
 	flowLogs := awslogs.NewLogGroup(s.scope, jsii.String("VpcFlowLogs"), &awslogs.LogGroupProps{
 		Retention: s.props.LogRetention, RemovalPolicy: awscdk.RemovalPolicy_DESTROY})
 	vpc.AddFlowLog(jsii.String("Rejected"), &awsec2.FlowLogOptions{
@@ -111,10 +127,13 @@ func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.
 	add := func(lines ...string) { ud.AddCommands(*jsii.Strings(lines...)...) }
 	add(
 		"set -euo pipefail",
-		"exec >>/var/log/lull-user-data.log 2>&1",
+		"# Everything below goes to "+bootLog+", the journal (lull-boot) and the",
+		"# serial console, so `aws ec2 get-console-output` shows why a boot failed.",
+		"exec > >(tee -a "+bootLog+" | logger -t lull-boot -s 2>/dev/console) 2>&1",
 		"# A half-installed instance would count as capacity and serve nothing:",
-		"# stop it, and Auto Scaling replaces it (see the group's activity history).",
-		"trap 'echo \"lull: user data failed at line $LINENO; shutting down\"; shutdown -h now' ERR",
+		"# stop it (after "+fmt.Sprint(failedBootShutdownMinutes)+" minutes, to read its console), and Auto Scaling replaces it.",
+		"trap 'echo \"lull: boot failed at line $LINENO; shutting down in "+fmt.Sprint(failedBootShutdownMinutes)+" minutes\"; shutdown -h +"+fmt.Sprint(failedBootShutdownMinutes)+"' ERR",
+		"echo 'lull: boot started: "+m.Props.ModelID+" on vLLM "+m.Props.VLLMVersion+"'", // both validated: no quotes or spaces
 		"id lull >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/lull --shell /sbin/nologin lull",
 		"install -d -m 0755 /opt/lull/bin",
 	)
@@ -123,11 +142,17 @@ func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.
 		Region: awscdk.Aws_REGION()})
 	add(
 		"install -m 0755 "+*local+" "+workerBin,
-		"# vLLM in its own virtual environment, with a Python uv manages",
-		"command -v pip3 >/dev/null || dnf install -y python3-pip",
+		"# vLLM in its own virtual environment, on a CPython that uv manages:",
+		"# it ships its headers (Python.h), which Triton compiles kernels",
+		"# against when the engine first starts; the AMI's python3 may lack them.",
+		"python3 -m pip --version >/dev/null 2>&1 || dnf install -y python3-pip",
+		"command -v gcc >/dev/null || dnf install -y gcc",
 		"python3 -m pip install --quiet 'uv=="+uvVersion+"'",
 		"export UV_PYTHON_INSTALL_DIR=/opt/uv/python",
-		"uv venv --python 3.12 "+vllmVenv,
+		"echo 'lull: installing Python "+pythonVersion+" and vLLM'",
+		"uv python install "+pythonVersion,
+		"uv venv --python "+pythonVersion+" --python-preference only-managed "+vllmVenv,
+		"test -f \"$("+vllmVenv+"/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"include\"])')/Python.h\"",
 		"uv pip install --python "+vllmVenv+"/bin/python 'vllm=="+m.Props.VLLMVersion+"'",
 		"install -d -m 0750 -o root -g lull /etc/lull",
 		"umask 027",
@@ -169,6 +194,7 @@ func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.
 		"LULL_UNIT",
 		"systemctl daemon-reload",
 		"systemctl enable --now lull-worker.service",
+		"echo 'lull: boot done; the worker starts the engine (journalctl -u lull-worker)'",
 	)
 	return ud
 }
@@ -194,7 +220,9 @@ func (s *Service) fleet(m *Model) {
 		statement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, s.Table.TableArn()),
 		statement([]string{"s3:GetObject"}, s.objects(prefixInputs)),
 		statement([]string{"s3:PutObject"}, s.objects(prefixOutputs)),
-		statement([]string{"autoscaling:CompleteLifecycleAction"}, groupArn),
+		// Drain: extend and complete the termination hook; a worker whose
+		// engine cannot start has its instance replaced.
+		statement([]string{"autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth"}, groupArn),
 		statement([]string{"s3:GetObject"}, worker.Bucket().ArnForObjects(worker.S3ObjectKey())),
 	} {
 		role.AddToPolicy(st)
@@ -225,7 +253,8 @@ func (s *Service) fleet(m *Model) {
 		BlockDevices: &[]*awsec2.BlockDevice{{
 			DeviceName: jsii.String("/dev/xvda"),
 			Volume: awsec2.BlockDeviceVolume_Ebs(jsii.Number(float64(p.RootVolumeGiB)), &awsec2.EbsDeviceOptions{
-				Encrypted: jsii.Bool(true), VolumeType: awsec2.EbsDeviceVolumeType_GP3, DeleteOnTermination: jsii.Bool(true)}),
+				Encrypted: jsii.Bool(true), VolumeType: awsec2.EbsDeviceVolumeType_GP3, DeleteOnTermination: jsii.Bool(true),
+				Throughput: jsii.Number(float64(p.RootVolumeThroughput)), Iops: jsii.Number(float64(p.RootVolumeIOPS))}),
 		}},
 	})
 	overrides := make([]*awsautoscaling.LaunchTemplateOverrides, len(p.InstanceTypes))
@@ -255,9 +284,13 @@ func (s *Service) fleet(m *Model) {
 	group.AddLifecycleHook(jsii.String("Drain"), &awsautoscaling.BasicLifecycleHookProps{
 		LifecycleHookName:   jsii.String(LifecycleHookName),
 		LifecycleTransition: awsautoscaling.LifecycleTransition_INSTANCE_TERMINATING,
-		// Longer than the worker's engine timeout (10m): a scale-in waits for
-		// running generations; spot reclaims cut it to two minutes anyway.
-		HeartbeatTimeout: awscdk.Duration_Minutes(jsii.Number(15)),
+		// The worker extends it every LULL_LIFECYCLE_HEARTBEAT (5m) while a
+		// scale-in drain waits for running generations, up to
+		// LULL_SCALE_IN_DRAIN_MAX (24h, under the hook's global timeout of
+		// 100 heartbeat timeouts); a worker that died stops extending it,
+		// and the instance goes after 15 minutes. Spot reclaims end it at
+		// the interruption anyway.
+		HeartbeatTimeout: awscdk.Duration_Minutes(jsii.Number(LifecycleHeartbeatTimeout.Minutes())),
 		DefaultResult:    awsautoscaling.DefaultResult_CONTINUE,
 	})
 

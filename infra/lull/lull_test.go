@@ -51,7 +51,13 @@ var fixture = lull.Props{
 	Domain:                    &lull.DomainProps{Name: "api.example.com", CertificateArn: "arn:aws:acm:us-east-1:123456789012:certificate/abc"},
 }
 
+// The test stack's environment and its region's zones.
+const testAccount, testRegion = "123456789012", "us-east-1"
+
+var testZones = []any{"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e", "us-east-1f"}
+
 var (
+	buildDir string                    // placeholder artifacts, for NewService calls in tests
 	tmpl     map[string]any            // the synthesized template
 	template assertions.Template       // the same, for assertions
 	messages []*cxapi.SynthesisMessage // annotations, cdk-nag's included
@@ -71,6 +77,7 @@ func TestMain(m *testing.M) {
 		if err := placeholders(dir); err != nil {
 			panic(err)
 		}
+		buildDir = dir
 		if err := synth(dir); err != nil {
 			fmt.Fprintln(os.Stderr, "synth:", err)
 			return 1
@@ -107,8 +114,14 @@ func synth(buildDir string) error {
 		return err
 	}
 	defer os.RemoveAll(outdir)
-	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(outdir)})
-	stack := awscdk.NewStack(app, jsii.String("LullTest"), nil)
+	// An environment-specific stack, as infra/main.go makes it, with the
+	// region's zones in the context (as cdk.context.json caches them after
+	// the first lookup): the VPC spans all six.
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(outdir), Context: &map[string]any{
+		"availability-zones:account=" + testAccount + ":region=" + testRegion: testZones,
+	}})
+	stack := awscdk.NewStack(app, jsii.String("LullTest"), &awscdk.StackProps{
+		Env: &awscdk.Environment{Account: jsii.String(testAccount), Region: jsii.String(testRegion)}})
 	props := fixture
 	props.BuildDir = buildDir
 	service, err = lull.NewService(stack, "Lull", props)
@@ -338,8 +351,8 @@ func TestModelMaps(t *testing.T) {
 	if len(cfg.ModelQueues) != len(fixture.Models) || len(cfg.ASGNames) != len(fixture.Models) {
 		t.Errorf("maps have %d and %d models, want %d", len(cfg.ModelQueues), len(cfg.ASGNames), len(fixture.Models))
 	}
-	if cfg.MetricNamespace != "Lull" {
-		t.Errorf("LULL_METRIC_NAMESPACE = %q", cfg.MetricNamespace)
+	if cfg.MetricNamespace != "Lull/LullTest" {
+		t.Errorf("LULL_METRIC_NAMESPACE = %q, want Lull/<stack name>", cfg.MetricNamespace)
 	}
 }
 
@@ -470,7 +483,7 @@ func TestWorkerEnvironmentMatchesConfig(t *testing.T) {
 			for _, want := range []string{
 				"EnvironmentFile=" + lull.WorkerEnvFile, "KillMode=mixed", "ExecStart=/opt/lull/bin/gpuworker",
 				"systemctl enable --now lull-worker.service", "uv pip install", "'vllm==" + lull.DefaultVLLMVersion + "'",
-				"aws s3 cp", "HF_TOKEN=", "--name '/lull/hf-token'", "shutdown -h now' ERR",
+				"aws s3 cp", "HF_TOKEN=", "--name '/lull/hf-token'", "shutdown -h +3' ERR",
 			} {
 				if !strings.Contains(ud, want) {
 					t.Errorf("user data lacks %q", want)
@@ -576,7 +589,8 @@ func TestWorkerRole(t *testing.T) {
 				{`^\$\{LullTable[0-9A-F]+\.Arn\}$`, []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}},
 				{`^\$\{LullBucket[0-9A-F]+\.Arn\}/inputs/\*$`, []string{"s3:GetObject"}},
 				{`^\$\{LullBucket[0-9A-F]+\.Arn\}/outputs/\*$`, []string{"s3:PutObject"}},
-				{`:autoScalingGroup:\*:autoScalingGroupName/\$\{AWS::StackName\}-gpu-` + lull.Slug(name) + `$`, []string{"autoscaling:CompleteLifecycleAction"}},
+				{`:autoScalingGroup:\*:autoScalingGroupName/\$\{AWS::StackName\}-gpu-` + lull.Slug(name) + `$`,
+					[]string{"autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth"}},
 				{`:parameter/lull/hf-token$`, []string{"ssm:GetParameter"}},
 			} {
 				if !allows(sts, want.re, want.actions...) {

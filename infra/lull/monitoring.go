@@ -64,6 +64,7 @@ func (s *Service) monitoring() {
 				fmt.Sprintf("no %s for %s in 5 minutes: the scaler is not publishing it and the fleet cannot scale", backlog.MetricBacklogPerInstance, name),
 				s.scalerMetric(backlog.MetricBacklogPerInstance, name, "SampleCount").With(&awscloudwatch.MetricOptions{Period: fiveMinutes()}),
 				1, awscloudwatch.ComparisonOperator_LESS_THAN_THRESHOLD, awscloudwatch.TreatMissingData_BREACHING),
+			s.noCompletionsAlarm(m),
 		)
 		queueWidgets = append(queueWidgets,
 			awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
@@ -149,9 +150,52 @@ func (s *Service) monitoring() {
 		Widgets:       &widgets, DefaultInterval: awscdk.Duration_Hours(jsii.Number(3))})
 }
 
+// NoCompletionsPeriods is how many 5-minute periods in a row a fleet may
+// have instances in service and work queued while finishing nothing before
+// its alarm fires: longer than a boot (the group's 15-minute warmup) and
+// a long generation.
+const NoCompletionsPeriods = 6
+
+// noCompletionsAlarm fires when m's group has instances InService and its
+// queue holds work, yet no request finished (no message was deleted: the
+// worker deletes a message only once its generation is terminal) for
+// NoCompletionsPeriods periods: every instance is broken, e.g. its engine
+// never starts, while Auto Scaling counts it as capacity. (A worker whose
+// engine fails to start repeatedly marks its instance unhealthy itself;
+// this catches the rest.)
+func (s *Service) noCompletionsAlarm(m *Model) awscloudwatch.Alarm {
+	stat := func(st string) *awscloudwatch.MetricOptions {
+		return &awscloudwatch.MetricOptions{Statistic: jsii.String(st), Period: fiveMinutes()}
+	}
+	inService := s.groupMetric(m, "GroupInServiceInstances").With(stat("Minimum"))
+	expr := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+		Expression: jsii.String("IF(inservice >= 1 AND FILL(waiting, 0) + FILL(running, 0) >= 1 AND FILL(finished, 0) == 0, 1, 0)"),
+		UsingMetrics: &map[string]awscloudwatch.IMetric{
+			"inservice": inService,
+			"waiting":   m.Queue.MetricApproximateNumberOfMessagesVisible(stat("Maximum")),
+			"running":   m.Queue.MetricApproximateNumberOfMessagesNotVisible(stat("Maximum")),
+			"finished":  m.Queue.MetricNumberOfMessagesDeleted(stat("Sum")),
+		},
+		Label:  jsii.String("stuck (instances in service, work queued, nothing finished)"),
+		Period: fiveMinutes(),
+	})
+	a := awscloudwatch.NewAlarm(s.scope, jsii.String("Requests"+camel(m.Slug)+"NoCompletionsAlarm"), &awscloudwatch.AlarmProps{
+		Metric: expr, Threshold: jsii.Number(1), ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+		EvaluationPeriods: jsii.Number(NoCompletionsPeriods), DatapointsToAlarm: jsii.Number(NoCompletionsPeriods),
+		TreatMissingData: awscloudwatch.TreatMissingData_NOT_BREACHING,
+		AlarmDescription: jsii.String(fmt.Sprintf("%s: instances in service and requests queued, but none finished for %d minutes: "+
+			"the engine may not start (see `aws ec2 get-console-output` and `journalctl -u lull-worker` on an instance)",
+			m.Props.Name, NoCompletionsPeriods*5)),
+	})
+	action := awscloudwatchactions.NewSnsAction(s.AlarmTopic)
+	a.AddAlarmAction(action)
+	a.AddOkAction(action)
+	return a
+}
+
 // groupMetric is an Auto Scaling group metric of m's fleet (collected:
 // GroupMetrics are enabled on every group, at no charge).
-func (s *Service) groupMetric(m *Model, name string) awscloudwatch.IMetric {
+func (s *Service) groupMetric(m *Model, name string) awscloudwatch.Metric {
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{Namespace: jsii.String("AWS/AutoScaling"), MetricName: jsii.String(name),
 		DimensionsMap: &map[string]*string{"AutoScalingGroupName": m.asgName}, Statistic: jsii.String("Maximum"),
 		Period: awscdk.Duration_Minutes(jsii.Number(1))})

@@ -52,7 +52,9 @@ type Props struct {
 	// LogRetention applies to every log group; one month when zero.
 	LogRetention awslogs.RetentionDays
 
-	// MetricNamespace is where the scaler publishes BacklogPerInstance; "Lull".
+	// MetricNamespace is where the scaler publishes BacklogPerInstance;
+	// "Lull/<stack name>", so that two deployments in one account and
+	// region never share (and both scale on) one metric.
 	MetricNamespace string
 	// NamePrefix prefixes the physical names of queues, so two deployments
 	// can share an account and region; "" gives requests-<model-slug>.
@@ -70,6 +72,16 @@ type Props struct {
 	// and the internet through their public address; nothing may connect
 	// in).
 	VPC awsec2.IVpc
+	// AvailabilityZones, when set, are the zones the created VPC spans,
+	// e.g. those that offer the models' GPU types. Otherwise the VPC spans
+	// MaxAZs of the region's zones.
+	AvailabilityZones []string
+	// MaxAZs bounds how many of the region's zones the created VPC spans;
+	// 0: all of them (at most 16). Every zone is one more spot pool per
+	// instance type. Only a stack with an explicit environment (account
+	// and region) knows the region's zones: an environment-agnostic stack
+	// gets 2, whatever MaxAZs says.
+	MaxAZs int
 	// AlarmEmail, when set, subscribes this address to the alarm topic.
 	AlarmEmail string
 	// HuggingFaceTokenParameter names an SSM SecureString parameter holding
@@ -115,6 +127,15 @@ type ModelProps struct {
 	// RootVolumeGiB is the encrypted gp3 root volume (the AMI needs 75 GiB;
 	// weights are cached there); 200.
 	RootVolumeGiB int
+	// RootVolumeThroughput (MiB/s) and RootVolumeIOPS size the root volume
+	// for boot, which writes the vLLM environment (several GB) and the
+	// weights and then reads them back: gp3's baseline 125 MiB/s would make
+	// a boot throughput-bound for many minutes. 1000 and 6000 (about $0.07
+	// an hour above the baseline; an instance uses what its EBS bandwidth
+	// allows). gp3 allows 125–2000 MiB/s, 3000–80000 IOPS and at most
+	// 0.25 MiB/s per IOPS.
+	RootVolumeThroughput int
+	RootVolumeIOPS       int
 	// WorkerEnv sets further worker.Config variables (e.g.
 	// LULL_GATE_TARGET_RUNNING); any name worker.Config does not read is an
 	// error.
@@ -124,6 +145,24 @@ type ModelProps struct {
 // DefaultVLLMVersion is the vLLM release the fleet installs unless a model
 // names another.
 const DefaultVLLMVersion = "0.33.0"
+
+// Root volume performance for boot (ModelProps.RootVolumeThroughput and
+// RootVolumeIOPS).
+const (
+	DefaultRootVolumeThroughput = 1000
+	DefaultRootVolumeIOPS       = 6000
+)
+
+// Limits of the services, checked by Validate and NewService.
+const (
+	// MaxQueueNameLength is SQS's limit on a queue name.
+	MaxQueueNameLength = 80
+	// MaxLambdaEnvironmentBytes is Lambda's limit on the total size of a
+	// function's environment variables (names and values).
+	MaxLambdaEnvironmentBytes = 4096
+	// maxAZs is how many /20 public subnets the created VPC's /16 holds.
+	maxAZs = 16
+)
 
 // uvVersion is the uv release the user data installs vLLM with.
 const uvVersion = "0.13.8"
@@ -148,9 +187,6 @@ func (p Props) withDefaults() Props {
 	if p.LogRetention == "" {
 		p.LogRetention = awslogs.RetentionDays_ONE_MONTH
 	}
-	if p.MetricNamespace == "" {
-		p.MetricNamespace = "Lull"
-	}
 	if p.ThrottleRate == 0 {
 		p.ThrottleRate = 100
 	}
@@ -174,6 +210,12 @@ func (p Props) withDefaults() Props {
 		if m.RootVolumeGiB == 0 {
 			m.RootVolumeGiB = 200
 		}
+		if m.RootVolumeThroughput == 0 {
+			m.RootVolumeThroughput = DefaultRootVolumeThroughput
+		}
+		if m.RootVolumeIOPS == 0 {
+			m.RootVolumeIOPS = DefaultRootVolumeIOPS
+		}
 		models[i] = m
 	}
 	p.Models = models
@@ -181,6 +223,8 @@ func (p Props) withDefaults() Props {
 }
 
 var (
+	prefixRe    = regexp.MustCompile(`^[A-Za-z0-9_-]*$`)
+	namespaceRe = regexp.MustCompile(`^[A-Za-z0-9 ./_#:-]*$`)
 	safeArg     = regexp.MustCompile(`^[^\s"'\\$` + "`" + `]+$`)
 	instanceRe  = regexp.MustCompile(`^[a-z][a-z0-9-]*\.[a-z0-9]+$`)
 	graviton    = regexp.MustCompile(`^[a-z]+[0-9]+[a-z]*g[a-z]*$`)
@@ -212,6 +256,23 @@ func (p Props) Validate() error {
 	if p.Domain != nil && (p.Domain.Name == "" || p.Domain.CertificateArn == "") {
 		bad("Domain: Name and CertificateArn are both required")
 	}
+	if !prefixRe.MatchString(p.NamePrefix) {
+		bad("NamePrefix %q: SQS queue names take only letters, digits, '-' and '_'", p.NamePrefix)
+	}
+	for _, q := range []string{"events-dlq", "batch-dlq"} {
+		if n := p.NamePrefix + q; len(n) > MaxQueueNameLength {
+			bad("NamePrefix %q: queue name %q is %d characters; SQS allows %d", p.NamePrefix, n, len(n), MaxQueueNameLength)
+		}
+	}
+	if len(p.MetricNamespace) > 255 || !namespaceRe.MatchString(p.MetricNamespace) || strings.HasPrefix(p.MetricNamespace, "AWS/") {
+		bad("MetricNamespace %q: up to 255 letters, digits and . - _ / # : or spaces, not starting with AWS/", p.MetricNamespace)
+	}
+	if p.MaxAZs < 0 || p.MaxAZs > maxAZs || len(p.AvailabilityZones) > maxAZs {
+		bad("MaxAZs %d, AvailabilityZones %v: at most %d zones (one /20 subnet each in a /16)", p.MaxAZs, p.AvailabilityZones, maxAZs)
+	}
+	if p.VPC != nil && (p.MaxAZs != 0 || len(p.AvailabilityZones) > 0) {
+		bad("MaxAZs and AvailabilityZones apply to the VPC the construct creates; with VPC set, choose the subnets there")
+	}
 	known := envconfig.Names(&worker.Config{})
 	slugs := map[string]string{}
 	for i, m := range p.Models {
@@ -226,6 +287,10 @@ func (p Props) Validate() error {
 			bad("%s.Name %q and %q share the slug %q", field, m.Name, other, slug)
 		}
 		slugs[slug] = m.Name
+		if q := p.NamePrefix + "requests-" + slug + "-dlq"; len(q) > MaxQueueNameLength {
+			bad("%s.Name %q: its queue name %q is %d characters; SQS allows %d (shorten the name or NamePrefix)",
+				field, m.Name, q, len(q), MaxQueueNameLength)
+		}
 		if len(m.InstanceTypes) == 0 {
 			bad("%s.InstanceTypes: at least one GPU instance type is required", field)
 		}
@@ -249,6 +314,10 @@ func (p Props) Validate() error {
 		}
 		if m.RootVolumeGiB < 75 {
 			bad("%s.RootVolumeGiB %d: the Deep Learning AMI needs at least 75", field, m.RootVolumeGiB)
+		}
+		if tp, iops := m.RootVolumeThroughput, m.RootVolumeIOPS; tp < 125 || tp > 2000 || iops < 3000 || iops > 80000 || 4*tp > iops {
+			bad("%s: gp3 RootVolumeThroughput %d MiB/s and RootVolumeIOPS %d: need 125–2000 MiB/s, 3000–80000 IOPS, and IOPS at least 4 × throughput",
+				field, tp, iops)
 		}
 		if !versionRe.MatchString(m.VLLMVersion) {
 			bad("%s.VLLMVersion %q is not a version", field, m.VLLMVersion)

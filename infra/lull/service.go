@@ -35,6 +35,9 @@ const (
 	MaxReceiveCount = 5
 	// LifecycleHookName is the termination hook the worker completes.
 	LifecycleHookName = "lull-drain"
+	// LifecycleHeartbeatTimeout is the hook's heartbeat timeout: how long
+	// a terminating instance waits without a heartbeat from its worker.
+	LifecycleHeartbeatTimeout = 15 * time.Minute
 	// requestVisibility is the request queues' default visibility; the
 	// worker sets and extends its own (LULL_VISIBILITY_TIMEOUT).
 	requestVisibility = 60 * time.Second
@@ -88,6 +91,19 @@ func NewService(scope constructs.Construct, id string, props Props) (*Service, e
 	props = props.withDefaults()
 	if err := checkArtifacts(props); err != nil {
 		return nil, err
+	}
+	stack := awscdk.Stack_Of(scope)
+	if props.MetricNamespace == "" {
+		// Per deployment: two stacks in one region must not scale on each
+		// other's metrics.
+		props.MetricNamespace = "Lull/" + *stack.StackName()
+	}
+	region := ""
+	if r := stack.Region(); !*awscdk.Token_IsUnresolved(r) {
+		region = *r
+	}
+	if err := checkEnvironmentSize(props, id, *stack.StackName(), region); err != nil {
+		return nil, fmt.Errorf("lull: %w", err)
 	}
 	s := &Service{Construct: constructs.NewConstruct(scope, jsii.String(id)), props: props,
 		Functions: map[string]awslambda.Function{}, Models: map[string]*Model{}, functionEnv: map[string]map[string]*string{}}
@@ -252,6 +268,22 @@ func camel(slug string) string {
 func (s *Service) alarmTopic() {
 	s.AlarmTopic = awssns.NewTopic(s.scope, jsii.String("Alarms"), &awssns.TopicProps{
 		DisplayName: jsii.String("lull alarms"), EnforceSSL: jsii.Bool(true)})
+	// EnforceSSL's policy replaces the topic's default one, which let
+	// CloudWatch publish: without this statement every alarm fires into
+	// nothing. Only this account's alarms in this region may publish.
+	stack := awscdk.Stack_Of(s.scope)
+	s.AlarmTopic.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("CloudWatchAlarmsPublish"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("cloudwatch.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("sns:Publish"),
+		Resources:  &[]*string{s.AlarmTopic.TopicArn()},
+		Conditions: &map[string]interface{}{
+			"StringEquals": map[string]interface{}{"aws:SourceAccount": stack.Account()},
+			"ArnLike": map[string]interface{}{"aws:SourceArn": stack.FormatArn(&awscdk.ArnComponents{
+				Service: jsii.String("cloudwatch"), Resource: jsii.String("alarm"), ResourceName: jsii.String("*"),
+				ArnFormat: awscdk.ArnFormat_COLON_RESOURCE_NAME})},
+		},
+	}))
 	if s.props.AlarmEmail != "" {
 		s.AlarmTopic.AddSubscription(awssnssubscriptions.NewEmailSubscription(jsii.String(s.props.AlarmEmail), nil))
 	}
@@ -409,7 +441,15 @@ func (s *Service) function(name string, env map[string]*string) awslambda.Functi
 	case "batch":
 		storage = 4096
 	}
+	// Lambda retries a failed asynchronous invocation twice by default: the
+	// scheduled scaler would then run up to three times a minute. Its next
+	// run is a minute away anyway.
+	var retries *float64
+	if name == "scaler" {
+		retries = jsii.Number(0)
+	}
 	return awslambda.NewFunction(s.scope, jsii.String(id+"Function"), &awslambda.FunctionProps{
+		RetryAttempts:        retries,
 		EphemeralStorageSize: awscdk.Size_Mebibytes(jsii.Number(storage)),
 		Description:          jsii.String("lull " + name),
 		Runtime:              awslambda.Runtime_PROVIDED_AL2023(),
