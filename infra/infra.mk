@@ -2,7 +2,7 @@
 # Included by the root Makefile; run every target from the repository root.
 #
 #   make lambdas gpuworker-dist   prebuilt assets under build/
-#   make synth                    offline CloudFormation into infra/cdk.out
+#   make synth                    CloudFormation into infra/cdk.out (offline once cdk.context.json holds the zones)
 #   make deploy                   cdk deploy (needs AWS credentials; see docs/deploy.md)
 #   make test-infra               the infra module's tests (one synthesis, cdk-nag included)
 #
