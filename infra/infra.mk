@@ -56,7 +56,7 @@ $(CDK): $(INFRA_DIR)/package.json $(INFRA_DIR)/package-lock.json
 infra-deps: $(CDK) ## Install the pinned CDK CLI into infra/node_modules
 
 .PHONY: synth
-synth: lambdas gpuworker-dist $(CDK) ## Synthesize CloudFormation into infra/cdk.out, offline (cdk-nag runs; a finding fails it)
+synth: lambdas gpuworker-dist $(CDK) ## Synthesize CloudFormation into infra/cdk.out (offline without credentials, or once infra/cdk.context.json holds the zones; cdk-nag runs, a finding fails it)
 	cd $(INFRA_DIR) && $(INFRA_ENV) ./node_modules/.bin/cdk synth --quiet --no-notices -c config=$(INFRA_CONFIG) $(CDK_ARGS)
 	@echo "templates: $(INFRA_DIR)/cdk.out/*.template.json"
 
