@@ -60,27 +60,10 @@ func TestSpotInterruptionDrains(t *testing.T) {
 	eng := newEngine(t, vllmsimConfig())
 	st := startStack(t, devstack.Config{Workers: -1, VLLMURL: eng.URL(), Visibility: 30 * time.Second})
 	bin := buildIMDSMock(t)
-	start := time.Now()
-	noticeIn, terminateAt := 4*time.Second, start.Add(14*time.Second)
-	md := imds.New(startIMDSMock(t, bin, noticeIn, terminateAt))
-	if n, err := md.Check(context.Background()); err != nil || n != nil {
-		t.Fatalf("before the notice: %+v, %v", n, err)
-	}
-
 	doomed, err := st.StartWorker(t.Context(), func(c *worker.Config) { c.DrainTimeout = time.Minute })
 	if err != nil {
 		t.Fatal(err)
 	}
-	noticed := make(chan *worker.Notice, 1)
-	go func() {
-		noticed <- doomed.DrainOn(t.Context(), func(ctx context.Context) *worker.Notice {
-			n := md.Watch(ctx, 200*time.Millisecond, nil, nil)
-			if n == nil {
-				return nil
-			}
-			return &worker.Notice{Kind: n.Kind, Deadline: n.Deadline}
-		}, 3*time.Second)
-	}()
 
 	// Short generations finish normally before the notice.
 	var ids []string
@@ -99,6 +82,25 @@ func TestSpotInterruptionDrains(t *testing.T) {
 	waitFor(t, 10*time.Second, "long ones running", func() bool {
 		return doomed.Stats().InFlight.Load() == 3 && eng.started.Load() == 7
 	})
+
+	// The mock's clock starts now, whatever the machine's load made the
+	// steps above take.
+	start := time.Now()
+	noticeIn, terminateAt := 3*time.Second, start.Add(12*time.Second)
+	md := imds.New(startIMDSMock(t, bin, noticeIn, terminateAt))
+	if n, err := md.Check(context.Background()); err != nil || n != nil {
+		t.Fatalf("before the notice: %+v, %v", n, err)
+	}
+	noticed := make(chan *worker.Notice, 1)
+	go func() {
+		noticed <- doomed.DrainOn(t.Context(), func(ctx context.Context) *worker.Notice {
+			n := md.Watch(ctx, 200*time.Millisecond, nil, nil)
+			if n == nil {
+				return nil
+			}
+			return &worker.Notice{Kind: n.Kind, Deadline: n.Deadline}
+		}, 3*time.Second)
+	}()
 
 	var n *worker.Notice
 	select {

@@ -152,19 +152,19 @@ func (c *Client) Check(ctx context.Context) (*Notice, error) {
 
 // Watch polls every interval until a notice that drains (Notice.Drains)
 // appears, and returns it; nil when ctx ends first. Other notices (rebalance
-// recommendations) go to onInfo, once per distinct notice, and polling goes
-// on; metadata errors go to onErr. Either callback may be nil.
+// recommendations) go to onInfo, the first of each kind only, and polling
+// goes on; metadata errors go to onErr. Either callback may be nil.
 func (c *Client) Watch(ctx context.Context, interval time.Duration, onErr func(error), onInfo func(*Notice)) *Notice {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last Notice
+	seen := map[string]bool{}
 	for {
 		n, err := c.Check(ctx)
 		switch {
 		case n.Drains():
 			return n
-		case n != nil && *n != last:
-			last = *n
+		case n != nil && !seen[n.Kind]:
+			seen[n.Kind] = true
 			if onInfo != nil {
 				onInfo(n)
 			}
