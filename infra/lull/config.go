@@ -44,6 +44,7 @@ type Config struct {
 type ModelConfig struct {
 	ModelID                  string            `json:"modelId"`
 	Name                     string            `json:"name"`
+	Task                     string            `json:"task"`
 	VLLMArgs                 []string          `json:"vllmArgs"`
 	VLLMVersion              string            `json:"vllmVersion"`
 	InstanceTypes            []string          `json:"instanceTypes"`

@@ -92,7 +92,11 @@ func (s *Service) network() {
 // Hugging Face cache for the vLLM child process.
 func (s *Service) workerEnv(m *Model) map[string]*string {
 	p := m.Props
-	vllm := append([]string{vllmVenv + "/bin/vllm", "serve", p.ModelID, "--host", "127.0.0.1", "--port", fmt.Sprint(vllmPort)}, p.VLLMArgs...)
+	vllm := []string{vllmVenv + "/bin/vllm", "serve", p.ModelID, "--host", "127.0.0.1", "--port", fmt.Sprint(vllmPort)}
+	if p.Task == "embed" {
+		vllm = append(vllm, "--runner", "pooling")
+	}
+	vllm = append(vllm, p.VLLMArgs...)
 	env := map[string]*string{
 		"LULL_MODEL":            jsii.String(p.Name),
 		"LULL_QUEUE_URL":        m.Queue.QueueUrl(),

@@ -45,6 +45,10 @@ var fixture = lull.Props{
 			ModelID:       "meta-llama/Llama-3.2-1B-Instruct",
 			InstanceTypes: []string{"g5g.xlarge", "g5g.2xlarge"},
 		},
+		{
+			ModelID: "BAAI/bge-base-en-v1.5", Name: "bge-base", Task: "embed",
+			InstanceTypes: []string{"g6.xlarge", "g5.xlarge"},
+		},
 	},
 	HuggingFaceTokenParameter: "/lull/hf-token",
 	AlarmEmail:                "ops@example.com",
@@ -310,6 +314,25 @@ func TestLambdaEnvironmentMatchesSettings(t *testing.T) {
 
 // TestModelMaps checks LULL_MODEL_QUEUES and LULL_ASG_NAMES against the
 // queues and groups the stack creates.
+// TestModelTasks: the API and the batch Lambda learn which models embed
+// (LULL_MODEL_TASKS), and the value loads as settings.Queues.Tasks.
+func TestModelTasks(t *testing.T) {
+	for _, fn := range []string{"api", "batch"} {
+		env := map[string]string{}
+		for k, v := range get(functionByName(t, fn).Props, "Environment", "Variables").(map[string]any) {
+			env[k] = render(v)
+		}
+		var cfg settings.Batch
+		if err := envconfig.Load(&cfg, lookup(env)); err != nil {
+			t.Fatalf("%s: %v", fn, err)
+		}
+		tasks, err := cfg.Tasks()
+		if err != nil || len(tasks) != 1 || tasks["bge-base"] != "embed" {
+			t.Fatalf("%s: LULL_MODEL_TASKS = %q → %v, %v; want bge-base embedding", fn, env["LULL_MODEL_TASKS"], tasks, err)
+		}
+	}
+}
+
 func TestModelMaps(t *testing.T) {
 	var cfg settings.Scaler
 	env := map[string]string{}
@@ -462,6 +485,10 @@ func TestWorkerEnvironmentMatchesConfig(t *testing.T) {
 			wantCmd := "vllm serve " + m.ModelID + " --host 127.0.0.1 --port 8000"
 			if !strings.Contains(cfg.VLLMCommand, wantCmd) || !strings.HasSuffix(cfg.VLLMCommand, strings.Join(append([]string{""}, m.VLLMArgs...), " ")) {
 				t.Errorf("LULL_VLLM_COMMAND = %q, want %q and the model's arguments", cfg.VLLMCommand, wantCmd)
+			}
+			// An embedding model runs on vLLM's pooling runner; the others do not.
+			if pooling := strings.Contains(cfg.VLLMCommand, " --runner pooling"); pooling != (m.Task == "embed") {
+				t.Errorf("LULL_VLLM_COMMAND = %q for a %q model", cfg.VLLMCommand, m.Task)
 			}
 			if cfg.IMDSURL == "" || cfg.LifecycleHook != lull.LifecycleHookName || cfg.Gate != "metrics" {
 				t.Errorf("IMDS %q, hook %q, gate %q", cfg.IMDSURL, cfg.LifecycleHook, cfg.Gate)

@@ -109,6 +109,12 @@ type ModelProps struct {
 	// Name is the model name clients send; ModelID when empty. The key of
 	// LULL_MODEL_QUEUES and the slug of the queue and group names.
 	Name string
+	// Task is what the model serves: "generate" (chat, completions,
+	// responses; the default) or "embed" (embeddings: vLLM runs it with
+	// --runner pooling; add "--convert", "embed" to VLLMArgs for a model
+	// that is not an embedding model by architecture). The API and the
+	// batch Lambda learn it from LULL_MODEL_TASKS.
+	Task string
 	// VLLMArgs are extra `vllm serve` arguments, e.g. --max-model-len 8192.
 	// No argument may contain whitespace or quotes.
 	VLLMArgs []string
@@ -321,6 +327,9 @@ func (p Props) Validate() error {
 		}
 		if !versionRe.MatchString(m.VLLMVersion) {
 			bad("%s.VLLMVersion %q is not a version", field, m.VLLMVersion)
+		}
+		if m.Task != "" && m.Task != "generate" && m.Task != "embed" {
+			bad("%s.Task %q: want \"generate\" or \"embed\"", field, m.Task)
 		}
 		for _, a := range append([]string{m.ModelID}, m.VLLMArgs...) {
 			if a != "" && !safeArg.MatchString(a) {

@@ -298,6 +298,21 @@ func (s *Service) modelQueuesJSON() *string {
 	return awscdk.Stack_Of(s.scope).ToJsonString(m, nil)
 }
 
+// withModelTasks adds LULL_MODEL_TASKS (model → "embed") to env when a
+// model embeds; models it does not name generate.
+func (s *Service) withModelTasks(env map[string]*string) map[string]*string {
+	m := map[string]interface{}{}
+	for name, model := range s.Models {
+		if model.Props.Task == "embed" {
+			m[name] = "embed"
+		}
+	}
+	if len(m) > 0 {
+		env["LULL_MODEL_TASKS"] = awscdk.Stack_Of(s.scope).ToJsonString(m, nil)
+	}
+	return env
+}
+
 // asgNamesJSON is LULL_ASG_NAMES: a JSON object model → group name.
 func (s *Service) asgNamesJSON() *string {
 	m := map[string]interface{}{}
@@ -332,20 +347,20 @@ func (s *Service) environments(publicURL *string) map[string]map[string]*string 
 	}
 	queues, events, batch := s.modelQueuesJSON(), s.Events.QueueUrl(), s.Batch.QueueUrl()
 	return map[string]map[string]*string{
-		"api": with(map[string]*string{
+		"api": with(s.withModelTasks(map[string]*string{
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 			"LULL_DEFAULT_COMPLETION_WINDOW": jsii.String(fmtDuration(p.DefaultCompletionWindow)),
 			"LULL_MAX_COMPLETION_WINDOW":     jsii.String(fmtDuration(p.MaxCompletionWindow)),
 			"LULL_RETENTION":                 jsii.String(fmtDuration(p.Retention)),
-		}),
+		})),
 		"webhooks": with(map[string]*string{
 			"LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 			"LULL_WEBHOOK_TIMEOUT": jsii.String("10s"),
 			"LULL_PUBLIC_URL":      publicURL,
 		}),
-		"batch": with(map[string]*string{
+		"batch": with(s.withModelTasks(map[string]*string{
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
-		}),
+		})),
 		"scaler": with(map[string]*string{
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events,
 			"LULL_METRIC_NAMESPACE": jsii.String(p.MetricNamespace), "LULL_ASG_NAMES": s.asgNamesJSON(),
