@@ -60,7 +60,7 @@ bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on 
 PROFILE ?= long
 
 .PHONY: chaos
-chaos: ## Fault-injection run on DynamoDB Local + fauxqs behind failing proxies, worker SIGKILLs, engine 5xx/stalls, failing webhook receiver; checks every guarantee and prints a table (PROFILE=long: 5,000 requests, ~15+ min; PROFILE=short: ~2 min, also in make test)
+chaos: ## Fault-injection run on DynamoDB Local + fauxqs behind failing proxies, worker SIGKILLs, engine 5xx/stalls, failing webhook receiver; checks every guarantee and prints a table (PROFILE=long, the default: 5,000 requests, 3 batches of 600 lines, ~10 min; PROFILE=short: ~1 min, also run by make test as TestChaosShort)
 	$(GO) build -o bin/gpuworker ./gpuworker
 	bash localstack/scripts/emulators.sh run -- $(GO) run ./localstack/cmd/lull-chaos -profile $(PROFILE) -worker bin/gpuworker
 

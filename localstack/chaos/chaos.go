@@ -89,7 +89,6 @@ type run struct {
 	rejected  []string       // final client errors
 	batches   []*batchRun
 	apiRetry  atomic.Int64
-	killNotes []string
 }
 
 type batchRun struct {

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"mime/multipart"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -163,5 +162,3 @@ func batchLine(model, customID, content string, maxTokens int) []byte {
 		"body": chatBody(model, content, maxTokens)})
 	return append(b, '\n')
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
