@@ -84,11 +84,11 @@ type run struct {
 	proxies []*faultproxy.Proxy
 	engine  *faultproxy.Proxy
 
-	mu        sync.Mutex
-	accepted  map[int]string // request number → generation ID
-	rejected  []string       // final client errors
-	batches   []*batchRun
-	apiRetry  atomic.Int64
+	mu       sync.Mutex
+	accepted map[int]string // request number → generation ID
+	rejected []string       // final client errors
+	batches  []*batchRun
+	apiRetry atomic.Int64
 }
 
 type batchRun struct {
