@@ -57,6 +57,13 @@ bench: ## Benchmarks as tables: accept latency/throughput, end-to-end, webhooks;
 bench-gate: ## Compare async intake policies (fixed, queue-depth, lull gate) on one simulated engine, two engine behaviours, as tables (~9 min)
 	$(GO) run ./localstack/cmd/lull-gatebench
 
+PROFILE ?= long
+
+.PHONY: chaos
+chaos: ## Fault-injection run on DynamoDB Local + fauxqs behind failing proxies, worker SIGKILLs, engine 5xx/stalls, failing webhook receiver; checks every guarantee and prints a table (PROFILE=long, the default: 5,000 requests, 3 batches of 600 lines, ~10 min; PROFILE=short: ~1 min, also run by make test as TestChaosShort)
+	$(GO) build -o bin/gpuworker ./gpuworker
+	bash localstack/scripts/emulators.sh run -- $(GO) run ./localstack/cmd/lull-chaos -profile $(PROFILE) -worker bin/gpuworker
+
 .PHONY: lint
 lint: vet ## Static checks: go vet, gofmt and staticcheck (its version is pinned in go.mod's tool block)
 	$(GO) tool staticcheck $(PKGS)

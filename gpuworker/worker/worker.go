@@ -392,7 +392,7 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 	now := w.deps.Now()
 	g, err := w.deps.Generations.Start(ctx, job.GenerationID, w.id, now, now.Add(w.cfg.Visibility))
 	if lull.IsConflict(err) {
-		w.notStartable(ctx, log, m, job.GenerationID)
+		w.notStartable(ctx, log, m, job)
 		return
 	}
 	if err != nil {
@@ -409,8 +409,8 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 
 // notStartable handles a delivery whose generation could not move to
 // in_progress: it is terminal, expired, gone, or leased by a live worker.
-func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Message, id string) {
-	g, err := w.deps.Generations.Get(ctx, id)
+func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Message, job lull.Job) {
+	g, err := w.deps.Generations.Get(ctx, job.GenerationID)
 	switch {
 	case lull.IsNotFound(err):
 		log.WarnContext(ctx, "job for unknown generation; dropping")
@@ -423,7 +423,7 @@ func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Mess
 		// case the previous handler died between finishing and announcing.
 		w.stats.Skipped.Add(1)
 		log.InfoContext(ctx, "generation already terminal; acknowledging", "status", string(g.Status))
-		if err := dispatch.Announce(ctx, w.deps.Events, g); err != nil {
+		if err := w.announce(ctx, g); err != nil {
 			log.WarnContext(ctx, "re-announce failed; releasing", "err", err)
 			w.release(log, m, 5*time.Second, "")
 			return
@@ -433,12 +433,28 @@ func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Mess
 		w.finish(ctx, log, m, g.ID, lull.StatusExpired, lull.Outcome{Failure: &lull.Failure{
 			Code: "expired", Message: "The completion window ended before the generation could run."}})
 	default:
-		// Another worker holds a live lease: come back when it would have lapsed.
+		// Another worker holds a live lease: this message is a duplicate (a
+		// sweeper re-send, an SDK retry of SendMessage, a re-sent batch
+		// chunk) or the holder's own, back after a lost visibility
+		// extension. Come back when the lease would have lapsed, as a fresh
+		// message: releasing this one would add a receive each time, and
+		// enough of them would push a healthy generation's job to the DLQ.
+		// A copy stays queued in case the holder dies.
 		w.stats.Skipped.Add(1)
-		wait := max(g.LeaseUntil.Sub(w.deps.Now())+time.Second, time.Second)
+		wait := min(max(g.LeaseUntil.Sub(w.deps.Now())+time.Second, time.Second), 15*time.Minute)
 		log.InfoContext(ctx, "generation leased by another worker; deferring", "owner", g.LeaseOwner, "retry_in", wait.String())
-		w.release(log, m, wait, "")
+		if err := w.deps.Queue.Send(ctx, m.Body, cmp.Or(m.GroupID, job.Tenant), wait); err != nil {
+			log.WarnContext(ctx, "cannot re-queue deferred job; releasing", "err", err)
+			w.release(log, m, wait, "")
+			return
+		}
+		w.ack(ctx, log, m)
 	}
+}
+
+// announce sends g's terminal event and records that it was sent.
+func (w *Worker) announce(ctx context.Context, g *lull.Generation) error {
+	return dispatch.AnnounceFinished(ctx, w.deps.Generations, w.deps.Events, g)
 }
 
 // run executes a started generation.
@@ -486,7 +502,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job 
 		w.release(log, m, 5*time.Second, g.ID)
 		return
 	}
-	w.finish(ctx, log, m, g.ID, lull.StatusCompleted, lull.Outcome{ResponseKey: key, Usage: &res.Usage})
+	w.finish(ctx, log, m, g.ID, lull.StatusCompleted, lull.Outcome{ResponseKey: key, ResponseBytes: int64(len(res.Body)), Usage: &res.Usage})
 }
 
 func engineMessage(err error) string {
@@ -558,9 +574,27 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, m lull.Message, i
 	cctx, cancel := cleanup()
 	defer cancel()
 	out.At = w.deps.Now().UTC()
+	out.Announce = true
 	g, err := w.deps.Generations.Finish(cctx, id, to, out)
 	if lull.IsConflict(err) {
+		// Finished elsewhere, or by this very write when its answer was
+		// lost and the retry found it done. Whoever finished it may have
+		// died before announcing: announce what is stored again (the event
+		// ID is stable, receivers de-duplicate) before acknowledging.
 		log.InfoContext(ctx, "generation already finished elsewhere", "wanted", string(to))
+		cur, gerr := w.deps.Generations.Get(cctx, id)
+		if gerr != nil {
+			log.WarnContext(ctx, "cannot read finished generation; releasing", "err", gerr)
+			w.release(log, m, 5*time.Second, "")
+			return
+		}
+		if cur.Status.Terminal() {
+			if aerr := w.announce(cctx, cur); aerr != nil {
+				log.WarnContext(ctx, "re-announce failed; releasing", "err", aerr)
+				w.release(log, m, 5*time.Second, "")
+				return
+			}
+		}
 		w.ack(cctx, log, m)
 		return
 	}
@@ -576,7 +610,7 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, m lull.Message, i
 		w.stats.Failed.Add(1)
 	}
 	log.InfoContext(ctx, "generation finished", "status", string(to), "prompt_tokens", usage(g).PromptTokens, "completion_tokens", usage(g).CompletionTokens)
-	if err := dispatch.Announce(cctx, w.deps.Events, g); err != nil {
+	if err := w.announce(cctx, g); err != nil {
 		// Keep the message: its redelivery sees the terminal status and announces again.
 		log.WarnContext(ctx, "announce failed; releasing so a redelivery announces", "err", err)
 		w.release(log, m, 5*time.Second, "")

@@ -667,8 +667,8 @@ func TestLambdaGrants(t *testing.T) {
 			{table + `/index/gsi1$`, []string{"dynamodb:Query"}},
 			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
 			{`/inputs/\*$`, []string{"s3:PutObject"}},
-			{`/outputs/\*$`, []string{"s3:GetObject"}},
-			{`/outputs/\*$`, []string{"s3:DeleteObject"}}, // DELETE /v1/files of an output file
+			{`/outputs/\*$`, []string{"s3:GetObject", "s3:PutObject"}}, // PutObject: the redirected copy of a large generation
+			{`/outputs/\*$`, []string{"s3:DeleteObject"}},              // DELETE /v1/files of an output file
 			{`/files/\*$`, []string{"s3:PutObject", "s3:GetObject"}},
 			{`/files/\*$`, []string{"s3:DeleteObject"}},
 			{`/uploads/\*$`, []string{"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}},
@@ -691,6 +691,9 @@ func TestLambdaGrants(t *testing.T) {
 			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
 		},
 		"scaler": {
+			{table + `/index/gsi1$`, []string{"dynamodb:Query"}}, // an open batch's lines
+			{table + `$`, []string{"dynamodb:UpdateItem", "dynamodb:GetItem"}},
+			{`^\$\{LullBatch[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}}, // a stalled batch's jobs
 			{table + `/index/gsi2$`, []string{"dynamodb:Query"}},
 			{table + `/index/gsi3$`, []string{"dynamodb:Query"}},
 			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:GetQueueAttributes", "sqs:SendMessage"}},
@@ -699,7 +702,10 @@ func TestLambdaGrants(t *testing.T) {
 		},
 		"dlq": {
 			{`^\$\{LullRequestsQwen7bDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},
-			{`^\$\{LullBatchDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}}, // fails batches whose jobs died
+			{`^\$\{LullBatchDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}},  // fails batches whose jobs died
+			{`^\$\{LullEventsDLQ[0-9A-F]+\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage"}}, // sends dead events back
+			{`^\$\{LullEvents[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}},
+			{`^\$\{LullRequestsQwen7b[0-9A-F]+\.Arn\}$`, []string{"sqs:SendMessage"}}, // jobs of generations a worker holds
 			{table + `$`, []string{"dynamodb:UpdateItem"}},
 		},
 	}
@@ -944,7 +950,7 @@ func TestResources(t *testing.T) {
 		template.ResourceCountIs(jsii.String("AWS::SQS::QueuePolicy"), jsii.Number(2*(len(fixture.Models)+2)))
 	})
 	check(t, "event sources", func() {
-		template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(3+len(fixture.Models))) // events, batch, batch DLQ, one DLQ per model
+		template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(4+len(fixture.Models))) // events, batch, batch DLQ, events DLQ, one DLQ per model
 		template.AllResourcesProperties(jsii.String("AWS::Lambda::EventSourceMapping"), m(map[string]any{
 			"FunctionResponseTypes": []any{"ReportBatchItemFailures"}}))
 	})

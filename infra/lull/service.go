@@ -362,10 +362,10 @@ func (s *Service) environments(publicURL *string) map[string]map[string]*string 
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 		})),
 		"scaler": with(map[string]*string{
-			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events,
+			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 			"LULL_METRIC_NAMESPACE": jsii.String(p.MetricNamespace), "LULL_ASG_NAMES": s.asgNamesJSON(),
 		}),
-		"dlq": with(map[string]*string{"LULL_EVENTS_QUEUE_URL": events}),
+		"dlq": with(map[string]*string{"LULL_EVENTS_QUEUE_URL": events, "LULL_MODEL_QUEUES": queues}),
 	}
 }
 
@@ -409,8 +409,10 @@ func (s *Service) lambdas() {
 	for _, name := range s.modelNames() {
 		s.Functions["dlq"].AddEventSource(src(s.Models[name].DLQ, 10, 0))
 	}
-	// A batch job that exhausted its receives fails its batch.
+	// A batch job that exhausted its receives fails its batch; an event
+	// that exhausted its receives is sent back to the events queue.
 	s.Functions["dlq"].AddEventSource(src(s.BatchDLQ, 10, 0))
+	s.Functions["dlq"].AddEventSource(src(s.EventsDLQ, 10, 0))
 	rule := awsevents.NewRule(s.scope, jsii.String("ScalerSchedule"), &awsevents.RuleProps{
 		Description: jsii.String("lull scaler: backlog metric, expiry sweep, re-enqueue"),
 		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
@@ -521,7 +523,9 @@ func (s *Service) grants() {
 	add("api", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
 	add("api", statement([]string{"s3:PutObject", "s3:GetObject"}, s.objects(prefixInputs), s.objects(prefixFiles)))
 	add("api", statement([]string{"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}, s.objects(prefixUploads)))
-	add("api", statement([]string{"s3:GetObject"}, s.objects(prefixOutputs)))
+	// outputs/: results, and the copy of a generation too large for a
+	// Lambda response (GET /v1/generation/{id} redirects to it).
+	add("api", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects(prefixOutputs)))
 	add("api", statement([]string{"s3:DeleteObject"}, s.objects(prefixFiles), s.objects(prefixOutputs)))
 
 	// webhooks: endpoints, deliveries, generations; reschedules on events.
@@ -536,18 +540,21 @@ func (s *Service) grants() {
 	add("batch", statement([]string{"s3:PutObject"}, s.objects(prefixInputs)))
 	add("batch", statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, s.objects(prefixOutputs)))
 
-	// scaler: queue depths and group capacities, the two sweeps. Its
-	// metrics are Embedded Metric Format lines in its own log group
-	// (lambdas/scaler/emf), so it needs no cloudwatch:PutMetricData.
-	add("scaler", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi2", "gsi3")...))
+	// scaler: queue depths and group capacities, the sweeps (re-enqueue,
+	// expire, re-announce; open batches: their lines counted, their jobs
+	// sent again). Its metrics are Embedded Metric Format lines in its own
+	// log group (lambdas/scaler/emf), so it needs no cloudwatch:PutMetricData.
+	add("scaler", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi1", "gsi2", "gsi3")...))
 	add("scaler", statement([]string{"sqs:SendMessage", "sqs:GetQueueAttributes"}, s.requestQueueArns()...))
-	add("scaler", statement(send, s.Events.QueueArn()))
+	add("scaler", statement(send, s.Events.QueueArn(), s.Batch.QueueArn()))
 	// Describe* calls of Auto Scaling support no resource-level permissions.
 	add("scaler", statement([]string{"autoscaling:DescribeAutoScalingGroups"}, jsii.String("*")))
 
-	// dlq: fails the generation of each dead letter, announces it.
+	// dlq: fails the generation of each dead letter and announces it, or
+	// queues the job again when a worker holds the generation; sends dead
+	// events back to the events queue.
 	add("dlq", statement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, s.Table.TableArn()))
-	add("dlq", statement(send, s.Events.QueueArn()))
+	add("dlq", statement(send, append(s.requestQueueArns(), s.Events.QueueArn())...))
 }
 
 func (s *Service) httpAPI() {

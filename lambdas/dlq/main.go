@@ -1,6 +1,8 @@
 // Command dlq is the Lambda consuming the request queues' dead-letter queues
-// (it marks their generations failed) and the batch queue's (it fails the
-// batch). Configuration: settings.DLQ; dlqlambda.New wires it.
+// (it marks their generations failed, or queues again those a worker still
+// holds), the batch queue's (it fails the batch) and the events queue's (it
+// sends events back a few times). Configuration: settings.DLQ; dlqlambda.New
+// wires it.
 package main
 
 import (

@@ -85,11 +85,22 @@ type Config struct {
 	Visibility time.Duration
 	// MaxReceives is how many receives a job gets before its DLQ; 5 by default.
 	MaxReceives int
+	// EventsVisibility is the events queue's visibility timeout (how long a
+	// webhook event whose handling failed waits before it is retried); 60s
+	// by default.
+	EventsVisibility time.Duration
+	// BatchVisibility is the batch queue's visibility timeout; 5m by default.
+	BatchVisibility time.Duration
 	// SweepEvery is the sweeper's period; 10s by default.
 	SweepEvery time.Duration
-	// SweepGrace is how old an unenqueued generation must be to be re-sent;
-	// 5s by default (sooner than a deployment re-sends).
+	// SweepGrace is how old an unenqueued generation must be to be re-sent,
+	// and an unannounced terminal one to be announced again; 5s by default.
 	SweepGrace time.Duration
+	// BatchQuiet is how long a batch may show no progress before the
+	// sweeper re-derives it (sends its jobs again, counts lines that ended
+	// uncounted); it also delays dead events sent back to the events queue.
+	// 1m by default.
+	BatchQuiet time.Duration
 	// Sim configures the built-in vLLM simulator (its Model is set to Model).
 	Sim vllmsim.Config
 	// SecureWebhooks applies production webhook rules (https only, no
@@ -123,8 +134,11 @@ func (c *Config) withDefaults() {
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, 30*time.Second)
 	c.Visibility = cmp.Or(c.Visibility, 30*time.Second)
 	c.MaxReceives = cmp.Or(c.MaxReceives, 5)
+	c.EventsVisibility = cmp.Or(c.EventsVisibility, 60*time.Second)
+	c.BatchVisibility = cmp.Or(c.BatchVisibility, 5*time.Minute)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 10*time.Second)
 	c.SweepGrace = cmp.Or(c.SweepGrace, 5*time.Second)
+	c.BatchQuiet = cmp.Or(c.BatchQuiet, time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -216,10 +230,10 @@ func (s *Stack) start(ctx context.Context) error {
 	if s.QueueURL, s.DLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, QueueName(cfg.Prefix, cfg.Model), cfg.Visibility, cfg.MaxReceives); err != nil {
 		return err
 	}
-	if s.EventsURL, s.EventsDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-events", 60*time.Second, 20); err != nil {
+	if s.EventsURL, s.EventsDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-events", cfg.EventsVisibility, 20); err != nil {
 		return err
 	}
-	if s.BatchURL, s.BatchDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-batch", 5*time.Minute, 10); err != nil {
+	if s.BatchURL, s.BatchDLQURL, err = sqs.CreateQueue(ctx, s.Clients.SQS, cfg.Prefix+"-batch", cfg.BatchVisibility, 10); err != nil {
 		return err
 	}
 	if cfg.EmbedModel != "" {
@@ -290,9 +304,10 @@ func (s *Stack) start(ctx context.Context) error {
 	hooksCfg.TimeScale = cmp.Or(cfg.WebhookTimeScale, hooksCfg.TimeScale)
 	hooksCfg.Timeout = cmp.Or(cfg.WebhookTimeout, hooksCfg.Timeout)
 	batchCfg.Storage, batchCfg.Queues = storage, queues
-	dlqCfg.Storage, dlqCfg.EventsQueueURL = storage, s.EventsURL
+	dlqCfg.Storage, dlqCfg.EventsQueueURL, dlqCfg.ModelQueues = storage, s.EventsURL, queues.ModelQueues
+	dlqCfg.EventRedriveDelay = min(cfg.BatchQuiet, dlqCfg.EventRedriveDelay)
 	scalerCfg.Storage, scalerCfg.Queues = storage, queues
-	scalerCfg.SweepGrace = cfg.SweepGrace
+	scalerCfg.SweepGrace, scalerCfg.BatchQuiet = cfg.SweepGrace, cfg.BatchQuiet
 	w := &s.workerCfg
 	w.Model, w.QueueURL, w.EventsQueueURL, w.Table, w.Bucket = cfg.Model, s.QueueURL, s.EventsURL, s.Table, s.Bucket
 	w.VLLMURL, w.Visibility, w.DrainTimeout = s.EngineURL, cfg.Visibility, cfg.DrainTimeout
@@ -333,7 +348,7 @@ func (s *Stack) start(ctx context.Context) error {
 	events := sqs.New(s.Clients.SQS, s.EventsURL)
 	for range 4 { // concurrent invocations, as Lambda scales an SQS event source
 		s.goRun(func() {
-			(&poller.Poller{Name: "webhooks", Queue: events, Handler: hooks.Handle, Logger: log, Visibility: 60 * time.Second}).Run(runCtx)
+			(&poller.Poller{Name: "webhooks", Queue: events, Handler: hooks.Handle, Logger: log, Visibility: cfg.EventsVisibility}).Run(runCtx)
 		})
 	}
 
@@ -345,15 +360,15 @@ func (s *Stack) start(ctx context.Context) error {
 		return err
 	}
 	s.goRun(func() {
-		(&poller.Poller{Name: "batch", Queue: sqs.New(s.Clients.SQS, s.BatchURL), Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: 5 * time.Minute}).Run(runCtx)
+		(&poller.Poller{Name: "batch", Queue: sqs.New(s.Clients.SQS, s.BatchURL), Handler: batches.Handle, Logger: log, BatchSize: 1, Visibility: cfg.BatchVisibility}).Run(runCtx)
 	})
 
-	// The DLQ consumer, through a local event-source poller.
+	// The DLQ consumer, through a local event-source poller, on every DLQ.
 	dlq, err := dlqlambda.New(dlqCfg, s.Clients, log)
 	if err != nil {
 		return err
 	}
-	for _, url := range []string{s.DLQURL, s.BatchDLQURL, s.embedDLQURL} {
+	for _, url := range []string{s.DLQURL, s.BatchDLQURL, s.embedDLQURL, s.EventsDLQURL} {
 		if url == "" {
 			continue
 		}

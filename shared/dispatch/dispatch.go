@@ -36,7 +36,7 @@ func Enqueue(ctx context.Context, gens lull.Generations, q lull.Sender, g *lull.
 // sender (events disabled) or a status with no event is a no-op. The event ID
 // is stable, so announcing twice lets receivers de-duplicate.
 func Announce(ctx context.Context, events lull.Sender, g *lull.Generation) error {
-	if events == nil || !g.Status.Terminal() || lull.EventTypeOf(g) == "" {
+	if events == nil || !lull.Announced(g) {
 		return nil
 	}
 	body, err := json.Marshal(lull.EventFor(g))
@@ -75,6 +75,20 @@ func AnnounceBatch(ctx context.Context, events lull.Sender, b *lull.Batch) error
 	}
 	if err := events.Send(ctx, body, b.Tenant, 0); err != nil {
 		return fmt.Errorf("dispatch: announce %s %s: %w", b.ID, b.Status, err)
+	}
+	return nil
+}
+
+// AnnounceFinished announces g (Announce) and then, when gens tracks
+// announcements (lull.Announcements), records that it was announced, so the
+// sweep does not announce it again. A failed record is not an error: it
+// costs one more (de-duplicated) announcement.
+func AnnounceFinished(ctx context.Context, gens lull.Generations, events lull.Sender, g *lull.Generation) error {
+	if err := Announce(ctx, events, g); err != nil {
+		return err
+	}
+	if a, ok := gens.(lull.Announcements); ok {
+		_ = a.MarkAnnounced(ctx, g.ID)
 	}
 	return nil
 }

@@ -58,9 +58,18 @@ type batchRecord struct {
 	OutputFileID     string            `dynamodbav:"output_file_id,omitempty"`
 	ErrorFileID      string            `dynamodbav:"error_file_id,omitempty"`
 	Errors           []batchErrorAttr  `dynamodbav:"errors,omitempty"`
+	SplitUntil       int64             `dynamodbav:"split_until,omitempty"`
+	CountedAt        int64             `dynamodbav:"counted_at,omitempty"`
 	GSI1PK           string            `dynamodbav:"gsi1pk"`
 	GSI1SK           string            `dynamodbav:"gsi1sk"`
+	// GSI2PK and GSI2SK list the batch among the open (non-terminal) ones,
+	// by creation time, for the sweeper (OpenBatches).
+	GSI2PK string `dynamodbav:"gsi2pk,omitempty"`
+	GSI2SK string `dynamodbav:"gsi2sk,omitempty"`
 }
+
+// openBatchPrefix is the prefix of gsi2's partitions of open batches.
+const openBatchPrefix = "BOPEN"
 
 func batchPK(id string) string { return "BATCH#" + id }
 
@@ -87,6 +96,9 @@ func toBatchRecord(b *lull.Batch) batchRecord {
 	if len(b.Errors) > 0 {
 		r.Errors = batchErrors(b.Errors)
 	}
+	if !b.Status.Terminal() {
+		r.GSI2PK, r.GSI2SK = fmt.Sprintf("%s#%d", openBatchPrefix, shard(b.ID)), sortKey(b.CreatedAt, b.ID)
+	}
 	return r
 }
 
@@ -103,6 +115,7 @@ func decodeBatch(item map[string]types.AttributeValue) (*lull.Batch, error) {
 		ExpiredAt: fromMS(r.ExpiredAt), CancellingAt: fromMS(r.CancellingAt), CancelledAt: fromMS(r.CancelledAt),
 		ExpiresAt: fromMS(r.ExpiresAt), Total: r.Total, Completed: r.Completed, Failed: r.Failed, Created: r.Created,
 		SplitDone: r.SplitDone, OutputFileID: r.OutputFileID, ErrorFileID: r.ErrorFileID,
+		SplitUntil: fromMS(r.SplitUntil), CountedAt: fromMS(r.CountedAt),
 	}
 	for _, e := range r.Errors {
 		b.Errors = append(b.Errors, lull.BatchError{Code: e.Code, Message: e.Message, Param: e.Param, Line: e.Line})
@@ -228,6 +241,18 @@ func (s *Store) UpdateBatch(ctx context.Context, id string, from []lull.BatchSta
 		set = append(set, "cancel_requested = :cancel")
 		vals[":cancel"] = &types.AttributeValueMemberBOOL{Value: true}
 	}
+	if ch.Completed != nil {
+		set = append(set, "completed = :completed")
+		vals[":completed"] = n(int64(*ch.Completed))
+	}
+	if ch.Failed != nil {
+		set = append(set, "failed = :failed")
+		vals[":failed"] = n(int64(*ch.Failed))
+	}
+	update := "SET " + strings.Join(set, ", ")
+	if ch.Status.Terminal() {
+		update += " REMOVE gsi2pk, gsi2sk" // no longer open
+	}
 	in := make([]string, len(from))
 	for i, f := range from {
 		in[i] = fmt.Sprintf(":from%d", i)
@@ -235,7 +260,7 @@ func (s *Store) UpdateBatch(ctx context.Context, id string, from []lull.BatchSta
 	}
 	out, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
 		TableName: &s.table, Key: key(batchPK(id), "BATCH"),
-		UpdateExpression:          aws.String("SET " + strings.Join(set, ", ")),
+		UpdateExpression:          aws.String(update),
 		ConditionExpression:       aws.String("attribute_exists(pk) AND #st IN (" + strings.Join(in, ", ") + ")"),
 		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: vals,

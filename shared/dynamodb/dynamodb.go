@@ -13,8 +13,10 @@
 // GSIs: gsi1 lists a tenant's items by time (T#<tenant> for generations,
 // T#<tenant>#FILES, #BATCHES, #WH, #KEYS for the others) and a batch's lines
 // in input order (B#<batch>, zero-padded line number); gsi2 (sparse) holds open
-// generations by expiry for the expiry sweep; gsi3 (sparse) holds generations
-// whose job may not have been enqueued yet. Sparse keys are sharded across
+// generations by expiry for the expiry sweep (OPEN#) and open batches by
+// creation for the batch sweep (BOPEN#); gsi3 (sparse) holds generations
+// whose job may not have been enqueued yet (UNENQ#) and terminal ones whose
+// event may not have been sent (UNANN#). Sparse keys are sharded across
 // Shards partition values so no GSI partition runs hot.
 package dynamodb
 

@@ -34,7 +34,7 @@ func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint stri
 	if g.BatchID == "" {
 		// Batch lines are left out: the batch job tracks its own enqueue
 		// progress (Batches.SetSplitProgress).
-		rec.GSI3PK = fmt.Sprintf("UNENQ#%d", shard(g.ID))
+		rec.GSI3PK = fmt.Sprintf("%s#%d", unenqueuedPrefix, shard(g.ID))
 		rec.GSI3SK = sortKey(g.CreatedAt, g.ID)
 	}
 	item, err := attributevalue.MarshalMap(rec)
@@ -163,22 +163,51 @@ func (s *Store) List(ctx context.Context, tenant string, opts lull.ListOptions) 
 	}
 }
 
-// MarkEnqueued implements lull.Generations.
+// The prefixes of gsi3's sparse partitions: generations whose job may not
+// have reached a queue, and terminal ones whose event may not have been sent.
+const (
+	unenqueuedPrefix  = "UNENQ"
+	unannouncedPrefix = "UNANN"
+)
+
+// MarkEnqueued implements lull.Generations. It leaves a generation that
+// already finished (and may wait for its announcement) as it is.
 func (s *Store) MarkEnqueued(ctx context.Context, id string) error {
 	_, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
 		TableName: &s.table, Key: key(genPK(id), "GEN"),
 		UpdateExpression:    aws.String("REMOVE gsi3pk, gsi3sk"),
-		ConditionExpression: aws.String("attribute_exists(pk)"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND attribute_not_exists(unannounced)"),
 	})
 	if isConditionFailed(err) {
-		return lull.Errorf(lull.ENOTFOUND, "No generation found with id '%s'.", id)
+		_, gerr := s.get(ctx, id, true)
+		return gerr // missing: ENOTFOUND; waiting for its announcement: nothing to do
 	}
 	return wrap(err, "mark generation %s enqueued", id)
 }
 
+// MarkAnnounced implements lull.Announcements.
+func (s *Store) MarkAnnounced(ctx context.Context, id string) error {
+	_, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
+		TableName: &s.table, Key: key(genPK(id), "GEN"),
+		UpdateExpression:    aws.String("REMOVE gsi3pk, gsi3sk, unannounced"),
+		ConditionExpression: aws.String("attribute_exists(unannounced)"),
+	})
+	if isConditionFailed(err) {
+		return nil // marked already, or never waiting
+	}
+	return wrap(err, "mark generation %s announced", id)
+}
+
+// Unannounced implements lull.Announcements.
+func (s *Store) Unannounced(ctx context.Context, olderThan time.Time, limit int) ([]*lull.Generation, error) {
+	return s.sweep(ctx, "gsi3", unannouncedPrefix, olderThan, limit)
+}
+
+var _ lull.Announcements = (*Store)(nil)
+
 // Unenqueued implements lull.Generations.
 func (s *Store) Unenqueued(ctx context.Context, olderThan time.Time, limit int) ([]*lull.Generation, error) {
-	return s.sweep(ctx, "gsi3", "UNENQ", olderThan, limit)
+	return s.sweep(ctx, "gsi3", unenqueuedPrefix, olderThan, limit)
 }
 
 // DueToExpire implements lull.Generations.
@@ -278,6 +307,19 @@ func (s *Store) Finish(ctx context.Context, id string, to lull.Status, o lull.Ou
 		set = append(set, "response_key = :rk")
 		vals[":rk"] = str(o.ResponseKey)
 	}
+	if o.ResponseBytes > 0 {
+		set = append(set, "response_bytes = :rb")
+		vals[":rb"] = n(o.ResponseBytes)
+	}
+	remove := "gsi2pk, gsi2sk, gsi3pk, gsi3sk, lease_owner, lease_until"
+	if o.Announce {
+		// Listed by Unannounced until MarkAnnounced.
+		set = append(set, "gsi3pk = :unann", "gsi3sk = :unannsk", "unannounced = :true")
+		vals[":true"] = &types.AttributeValueMemberBOOL{Value: true}
+		vals[":unann"] = str(fmt.Sprintf("%s#%d", unannouncedPrefix, shard(id)))
+		vals[":unannsk"] = str(sortKey(o.At, id))
+		remove = "gsi2pk, gsi2sk, lease_owner, lease_until"
+	}
 	if o.Usage != nil {
 		u, err := attributevalue.Marshal(o.Usage)
 		if err != nil {
@@ -302,7 +344,7 @@ func (s *Store) Finish(ctx context.Context, id string, to lull.Status, o lull.Ou
 	}
 	out, err := s.c.UpdateItem(ctx, &ddb.UpdateItemInput{
 		TableName: &s.table, Key: key(genPK(id), "GEN"),
-		UpdateExpression:          aws.String("SET " + strings.Join(set, ", ") + " REMOVE gsi2pk, gsi2sk, gsi3pk, gsi3sk, lease_owner, lease_until"),
+		UpdateExpression:          aws.String("SET " + strings.Join(set, ", ") + " REMOVE " + remove),
 		ConditionExpression:       aws.String("attribute_exists(pk) AND (" + strings.Join(conds, " OR ") + ")"),
 		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: vals,

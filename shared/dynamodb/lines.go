@@ -61,10 +61,10 @@ func (s *Store) CountLine(ctx context.Context, gen *lull.Generation) (*lull.Batc
 		}},
 		{Update: &types.Update{
 			TableName: &s.table, Key: key(batchPK(gen.BatchID), "BATCH"),
-			UpdateExpression:          aws.String("ADD #n :one"),
+			UpdateExpression:          aws.String("ADD #n :one SET counted_at = :now"),
 			ConditionExpression:       aws.String("attribute_exists(pk)"),
 			ExpressionAttributeNames:  map[string]string{"#n": counter},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":one": n(1)},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":one": n(1), ":now": n(time.Now().UnixMilli())},
 		}},
 	}}
 	for attempt := 1; ; attempt++ {

@@ -25,6 +25,7 @@ type genRecord struct {
 	Request        string       `dynamodbav:"request,omitempty"`
 	RequestKey     string       `dynamodbav:"request_key,omitempty"`
 	ResponseKey    string       `dynamodbav:"response_key,omitempty"`
+	ResponseBytes  int64        `dynamodbav:"response_bytes,omitempty"`
 	Usage          *lull.Usage  `dynamodbav:"usage,omitempty"`
 	Failure        *failureAttr `dynamodbav:"failure,omitempty"`
 	WebhookID      string       `dynamodbav:"webhook_id,omitempty"`
@@ -32,6 +33,7 @@ type genRecord struct {
 	BatchID        string       `dynamodbav:"batch_id,omitempty"`
 	CustomID       string       `dynamodbav:"custom_id,omitempty"`
 	Line           int          `dynamodbav:"line,omitempty"`
+	Counted        bool         `dynamodbav:"counted,omitempty"`
 	Attempts       int          `dynamodbav:"attempts"`
 	LeaseOwner     string       `dynamodbav:"lease_owner,omitempty"`
 	LeaseUntil     int64        `dynamodbav:"lease_until,omitempty"`
@@ -78,7 +80,7 @@ func toRecord(g *lull.Generation) genRecord {
 		PK: genPK(g.ID), SK: "GEN", ID: g.ID, Tenant: g.Tenant, Model: g.Model,
 		Endpoint: string(g.Endpoint), Status: string(g.Status),
 		CreatedAt: ms(g.CreatedAt), StartedAt: ms(g.StartedAt), CompletedAt: ms(g.CompletedAt), ExpiresAt: ms(g.ExpiresAt),
-		Request: string(g.Request), RequestKey: g.RequestKey, ResponseKey: g.ResponseKey, Usage: g.Usage,
+		Request: string(g.Request), RequestKey: g.RequestKey, ResponseKey: g.ResponseKey, ResponseBytes: g.ResponseBytes, Usage: g.Usage,
 		WebhookID: g.WebhookID, IdempotencyKey: g.IdempotencyKey, BatchID: g.BatchID, CustomID: g.CustomID, Line: g.Line,
 		Attempts: g.Attempts, LeaseOwner: g.LeaseOwner, LeaseUntil: ms(g.LeaseUntil), LastError: g.LastError,
 		GSI1PK: "T#" + g.Tenant, GSI1SK: sortKey(g.CreatedAt, g.ID),
@@ -102,8 +104,9 @@ func (r *genRecord) generation() *lull.Generation {
 	g := &lull.Generation{
 		ID: r.ID, Tenant: r.Tenant, Model: r.Model, Endpoint: lull.Endpoint(r.Endpoint), Status: lull.Status(r.Status),
 		CreatedAt: fromMS(r.CreatedAt), StartedAt: fromMS(r.StartedAt), CompletedAt: fromMS(r.CompletedAt), ExpiresAt: fromMS(r.ExpiresAt),
-		RequestKey: r.RequestKey, ResponseKey: r.ResponseKey, Usage: r.Usage,
+		RequestKey: r.RequestKey, ResponseKey: r.ResponseKey, ResponseBytes: r.ResponseBytes, Usage: r.Usage,
 		WebhookID: r.WebhookID, IdempotencyKey: r.IdempotencyKey, BatchID: r.BatchID, CustomID: r.CustomID, Line: r.Line,
+		Counted:  r.Counted,
 		Attempts: r.Attempts, LeaseOwner: r.LeaseOwner, LeaseUntil: fromMS(r.LeaseUntil), LastError: r.LastError,
 	}
 	if r.Request != "" {

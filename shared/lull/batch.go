@@ -85,6 +85,11 @@ type Batch struct {
 	// Created counts lines stored and enqueued so far; SplitDone says all are.
 	Created   int
 	SplitDone bool
+	// SplitUntil is when the current split run's claim lapses (zero when
+	// none ran); CountedAt is when a line was last counted, or the lines
+	// last recounted by the sweeper.
+	SplitUntil time.Time
+	CountedAt  time.Time
 
 	OutputFileID string
 	ErrorFileID  string
@@ -102,6 +107,9 @@ type BatchChange struct {
 	ErrorFileID     string
 	Errors          []BatchError
 	CancelRequested bool
+	// Completed and Failed, when set, replace the counts (finalize writes
+	// the counts of the files it wrote, so the two always agree).
+	Completed, Failed *int
 }
 
 // Batches stores batches and their progress.

@@ -127,18 +127,23 @@ type Generation struct {
 	RequestKey string
 
 	// ResponseKey names the blob holding the engine's full response object
-	// once Status is completed.
-	ResponseKey string
-	Usage       *Usage
-	Failure     *Failure
+	// once Status is completed; ResponseBytes is its size (0 when unknown:
+	// generations finished before sizes were recorded), so readers can
+	// decide how to serve it before loading it.
+	ResponseKey   string
+	ResponseBytes int64
+	Usage         *Usage
+	Failure       *Failure
 
 	WebhookID      string
 	IdempotencyKey string
 	// BatchID, CustomID and Line (0-based line of the input file) are set
-	// on the lines of a batch.
+	// on the lines of a batch; Counted says the line is in its batch's
+	// request_counts (Batches.CountLine).
 	BatchID  string
 	CustomID string
 	Line     int
+	Counted  bool
 
 	// Attempts counts how many times a worker started the generation.
 	Attempts int

@@ -73,6 +73,10 @@ const (
 	EventGenerationCompleted = "generation.completed"
 	EventGenerationFailed    = "generation.failed"
 	EventGenerationExpired   = "generation.expired"
+	// EventLineCancelled announces a batch line cancelled on its own
+	// (POST /v1/generation/{id}/cancel) so that its batch counts it. Like
+	// every batch line's event it is counted, never delivered to webhooks.
+	EventLineCancelled = "generation.cancelled"
 )
 
 // EventTypeFor returns the event type announcing that a generation reached
@@ -103,11 +107,21 @@ type Event struct {
 	CreatedAt    time.Time `json:"created_at"`
 }
 
+// Announced reports whether g's terminal status is announced on the events
+// queue: every status with an event type, and every terminal status of a
+// batch line (its batch counts it).
+func Announced(g *Generation) bool {
+	return g.Status.Terminal() && (EventTypeOf(g) != "" || g.BatchID != "")
+}
+
 // EventFor returns the event announcing g's terminal status. Its ID depends
 // only on the generation and the status, so every re-send has the same ID;
 // the generation ID's "gen_" prefix, when present, is left out of it.
 func EventFor(g *Generation) Event {
 	typ := EventTypeOf(g)
+	if typ == "" && g.BatchID != "" && g.Status == StatusCancelled {
+		typ = EventLineCancelled
+	}
 	return Event{
 		ID: "evt_" + strings.TrimPrefix(g.ID, "gen_") + "_" + string(g.Status), Type: typ, Tenant: g.Tenant,
 		GenerationID: g.ID, BatchID: g.BatchID, WebhookID: g.WebhookID, CreatedAt: g.CompletedAt,

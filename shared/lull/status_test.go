@@ -104,7 +104,11 @@ func TestEventFor(t *testing.T) {
 			}
 			g := &lull.Generation{ID: id, Tenant: "tenant-a", Status: tc.status, CompletedAt: at, WebhookID: "wh_1", BatchID: "batch_1"}
 			ev := lull.EventFor(g)
-			want := lull.Event{ID: "evt_" + strings.TrimPrefix(id, "gen_") + "_" + string(tc.status), Type: tc.typ, Tenant: "tenant-a",
+			typ := tc.typ
+			if tc.status == lull.StatusCancelled {
+				typ = lull.EventLineCancelled // a batch line's cancellation is announced so its batch counts it
+			}
+			want := lull.Event{ID: "evt_" + strings.TrimPrefix(id, "gen_") + "_" + string(tc.status), Type: typ, Tenant: "tenant-a",
 				GenerationID: id, BatchID: "batch_1", WebhookID: "wh_1", CreatedAt: at}
 			if ev != want {
 				t.Fatalf("EventFor = %+v, want %+v", ev, want)

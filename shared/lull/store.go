@@ -8,10 +8,27 @@ import (
 
 // Outcome is what a transition writes besides the status.
 type Outcome struct {
-	At          time.Time
-	ResponseKey string
-	Usage       *Usage
-	Failure     *Failure
+	At            time.Time
+	ResponseKey   string
+	ResponseBytes int64
+	Usage         *Usage
+	Failure       *Failure
+	// Announce records the transition as not yet announced: a store that
+	// implements Announcements lists it until MarkAnnounced, so a sweep
+	// announces it if the caller dies between the write and its event.
+	Announce bool
+}
+
+// Announcements tracks terminal transitions whose event may not have been
+// sent yet (those written with Outcome.Announce), so that no event depends
+// on the process that made the transition surviving it.
+type Announcements interface {
+	// MarkAnnounced records that the generation's terminal event was sent.
+	// Marking a generation that is not waiting for one is not an error.
+	MarkAnnounced(ctx context.Context, id string) error
+	// Unannounced returns generations whose terminal transition before
+	// olderThan may not have been announced, oldest first.
+	Unannounced(ctx context.Context, olderThan time.Time, limit int) ([]*Generation, error)
 }
 
 // ListOptions selects a page of a tenant's generations, newest first.

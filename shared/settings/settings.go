@@ -85,12 +85,20 @@ type Scaler struct {
 	MetricNamespace string `env:"LULL_METRIC_NAMESPACE" default:"Lull" doc:"CloudWatch namespace of the scaling metrics (BacklogPerInstance, UnservedBacklog)"`
 	// ASGNames maps each served model name to its Auto Scaling group name.
 	ASGNames   map[string]string `env:"LULL_ASG_NAMES" doc:"JSON object: model name -> Auto Scaling group name"`
-	SweepGrace time.Duration     `env:"LULL_SWEEP_GRACE" default:"30s" doc:"how old an accepted-but-unenqueued generation must be before the sweep re-sends it (the API's own send is not raced)"`
+	SweepGrace time.Duration     `env:"LULL_SWEEP_GRACE" default:"30s" doc:"how old an accepted-but-unenqueued generation must be before the sweep re-sends it (the API's own send is not raced), and a terminal one listed as unannounced before the sweep announces it"`
+	// BatchQuiet is how long an open batch may show no progress before the
+	// sweep re-derives it.
+	BatchQuiet time.Duration `env:"LULL_BATCH_QUIET" default:"15m" doc:"how long an open batch may show no progress before the sweep sends its jobs again and counts lines that ended uncounted"`
 }
 
 // DLQ is the configuration of lambdas/dlq, which fails generations whose
-// messages exhausted their receives.
+// messages exhausted their receives (re-queuing those a worker still
+// holds), fails batches whose jobs did, and sends dead events back.
 type DLQ struct {
 	Storage
 	EventsQueueURL string `env:"LULL_EVENTS_QUEUE_URL" doc:"events queue URL; empty disables events"`
+	// ModelQueues maps each served model name to its request queue URL.
+	ModelQueues map[string]string `env:"LULL_MODEL_QUEUES" doc:"JSON object: model name -> request queue URL (jobs of generations under a live lease go back there)"`
+	// EventRedriveDelay delays each dead event sent back to the events queue.
+	EventRedriveDelay time.Duration `env:"LULL_EVENT_REDRIVE_DELAY" default:"15m" doc:"delay of a dead event sent back to the events queue (at most 15m, SQS's longest)"`
 }

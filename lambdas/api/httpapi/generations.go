@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -156,6 +157,13 @@ func (s *Server) getGeneration(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	large, err := s.largeResponse(r.Context(), g)
+	if err != nil {
+		return err
+	}
+	if large {
+		return s.redirectView(w, r, g)
+	}
 	v, err := genview.Full(r.Context(), s.cfg.Blobs, g)
 	if err != nil {
 		return err
@@ -169,7 +177,10 @@ func (s *Server) cancelGeneration(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	done, err := s.cfg.Generations.Finish(r.Context(), g.ID, lull.StatusCancelled, lull.Outcome{At: s.cfg.Now().UTC()})
+	// A batch line cancelled on its own is announced so that its batch
+	// counts it (and the sweep announces it if this process dies first).
+	line := g.BatchID != ""
+	done, err := s.cfg.Generations.Finish(r.Context(), g.ID, lull.StatusCancelled, lull.Outcome{At: s.cfg.Now().UTC(), Announce: line})
 	if lull.IsConflict(err) {
 		cur, gerr := s.cfg.Generations.Get(r.Context(), g.ID)
 		if gerr != nil {
@@ -180,7 +191,13 @@ func (s *Server) cancelGeneration(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	s.cfg.Logger.InfoContext(r.Context(), "generation cancelled", "request_id", requestID(r.Context()), "tenant", g.Tenant, "generation_id", g.ID)
+	log := s.cfg.Logger.With("request_id", requestID(r.Context()), "tenant", g.Tenant, "generation_id", g.ID)
+	if line {
+		if err := dispatch.AnnounceFinished(r.Context(), s.cfg.Generations, s.cfg.Events, done); err != nil {
+			log.WarnContext(r.Context(), "cancelled batch line not announced; the sweeper will", "batch_id", g.BatchID, "err", err)
+		}
+	}
+	log.InfoContext(r.Context(), "generation cancelled")
 	writeJSON(w, http.StatusOK, genview.Of(done))
 	return nil
 }
@@ -271,5 +288,74 @@ func (s *Server) checkWebhookRef(r *http.Request, id string) error {
 	if wh.Disabled {
 		return lull.ParamError("metadata.webhook_id", "Webhook '%s' is disabled: %s", id, wh.DisabledReason)
 	}
+	return nil
+}
+
+// largeResponse reports whether g's response is larger than a Lambda
+// response may carry inline (ViewInlineLimit), without loading it: from the
+// size recorded at completion, or, for generations finished before sizes
+// were recorded, by reading at most the limit.
+func (s *Server) largeResponse(ctx context.Context, g *lull.Generation) (bool, error) {
+	if g.Status != lull.StatusCompleted || g.ResponseKey == "" {
+		return false, nil
+	}
+	if g.ResponseBytes > 0 {
+		return g.ResponseBytes > s.cfg.ViewInlineLimit, nil
+	}
+	body, err := s.cfg.Blobs.Open(ctx, g.ResponseKey)
+	if err != nil {
+		return false, err
+	}
+	defer body.Close()
+	n, err := io.CopyN(io.Discard, body, s.cfg.ViewInlineLimit+1)
+	if err != nil && err != io.EOF {
+		return false, fmt.Errorf("httpapi: measure response of %s: %w", g.ID, err)
+	}
+	return n > s.cfg.ViewInlineLimit, nil
+}
+
+// responsePlaceholder stands for the response in a view marshalled before
+// the response is streamed into its place.
+const responsePlaceholder = `"lull:response-streamed-here:7f3c9a"`
+
+// redirectView answers GET /v1/generation/{id} for a generation whose
+// response is too large for a Lambda response: the same JSON object is
+// written to the blob store, streamed (the response is never held in
+// memory), and the client is redirected to a presigned URL of it, valid 15
+// minutes. HTTP clients and the OpenAI SDKs follow the redirect.
+func (s *Server) redirectView(w http.ResponseWriter, r *http.Request, g *lull.Generation) error {
+	v := genview.Of(g)
+	v.Request = g.Request
+	if g.RequestKey != "" {
+		body, err := s.cfg.Blobs.Get(r.Context(), g.RequestKey)
+		if err != nil {
+			return err
+		}
+		v.Request = body
+	}
+	v.Response = json.RawMessage(responsePlaceholder)
+	head, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	before, after, ok := bytes.Cut(head, []byte(responsePlaceholder))
+	if !ok {
+		return fmt.Errorf("httpapi: view of %s lost its response placeholder", g.ID)
+	}
+	resp, err := s.cfg.Blobs.Open(r.Context(), g.ResponseKey)
+	if err != nil {
+		return err
+	}
+	defer resp.Close()
+	key := fmt.Sprintf("outputs/%s/%s/view.json", g.Tenant, g.ID)
+	body := io.MultiReader(bytes.NewReader(before), resp, bytes.NewReader(after))
+	if _, err := s.cfg.Blobs.PutStream(r.Context(), key, body, "application/json"); err != nil {
+		return err
+	}
+	url, err := s.cfg.Blobs.PresignGet(r.Context(), key, 15*time.Minute)
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, url, http.StatusFound)
 	return nil
 }

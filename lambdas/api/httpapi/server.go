@@ -65,8 +65,14 @@ type Config struct {
 	MaxUploadBytes int64
 	// ContentInlineLimit is the largest file content served in the
 	// response itself; larger content is a redirect to a presigned URL.
-	// 5 MiB when zero.
+	// 3 MiB when zero: Lambda's 6 MB response limit applies after API
+	// Gateway's encoding (base64 for binary bodies, a third larger).
 	ContentInlineLimit int64
+	// ViewInlineLimit is the largest engine response GET
+	// /v1/generation/{id} carries inline; a larger one is answered with a
+	// redirect to a presigned copy of the same object. 2 MiB when zero (with
+	// a request of up to MaxBodyBytes and JSON escaping it stays under 6 MB).
+	ViewInlineLimit int64
 	// KeyCacheTTL is how long a resolved API key is trusted without a
 	// lookup; 60s when zero, negative disables the cache.
 	KeyCacheTTL time.Duration
@@ -87,7 +93,8 @@ func (c *Config) withDefaults() {
 	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, time.Minute)
 	c.MaxFileBytes = cmp.Or(c.MaxFileBytes, 4<<20)
 	c.MaxUploadBytes = cmp.Or(c.MaxUploadBytes, 200_000_000)
-	c.ContentInlineLimit = cmp.Or(c.ContentInlineLimit, 5<<20)
+	c.ContentInlineLimit = cmp.Or(c.ContentInlineLimit, 3<<20)
+	c.ViewInlineLimit = cmp.Or(c.ViewInlineLimit, 2<<20)
 	if c.Guard == nil {
 		c.Guard = &netguard.Guard{}
 	}

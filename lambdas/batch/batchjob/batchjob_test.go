@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,5 +166,122 @@ func TestDuplicateSplitJobs(t *testing.T) {
 	}
 	if v, fl, _ := q.Depth(ctx); v+fl != n {
 		t.Fatalf("the retried duplicate enqueued again: %d", v+fl)
+	}
+}
+
+// laggingLines lists a batch's lines as an index that lags the table does:
+// the lines in stale show the status they had before they ended.
+type laggingLines struct {
+	batchjob.Store
+	stale map[string]lull.Status
+}
+
+func (l *laggingLines) Lines(ctx context.Context, batchID, cursor string, limit int) ([]*lull.Generation, string, error) {
+	lines, next, err := l.Store.Lines(ctx, batchID, cursor, limit)
+	for i, g := range lines {
+		if st, ok := l.stale[g.ID]; ok {
+			old := *g
+			old.Status, old.ResponseKey, old.CompletedAt = st, "", time.Time{}
+			lines[i] = &old
+		}
+	}
+	return lines, next, err
+}
+
+// TestFinalizeRereadsLaggingLines: every line completed and was counted,
+// but the index finalize lists lines from still shows some as running or
+// queued. Finalize must read those again (strongly consistent) and write
+// every line to the output file; the counts and the files agree.
+func TestFinalizeRereadsLaggingLines(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const n = 12
+	e := newSplitEnv(t, "lag", n, 5)
+	store, b, h := e.store, e.b, e.h
+	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range n {
+		id := lull.LineID(b.ID, i)
+		if _, err := store.Start(ctx, id, "w", now, now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("outputs/t/%s/1.json", id)
+		if err := h.Blobs.Put(ctx, key, []byte(`{"id":"chatcmpl-`+fmt.Sprint(i)+`"}`), "application/json"); err != nil {
+			t.Fatal(err)
+		}
+		g, err := store.Finish(ctx, id, lull.StatusCompleted, lull.Outcome{At: now, ResponseKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := store.CountLine(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Batches = &laggingLines{Store: store, stale: map[string]lull.Status{
+		lull.LineID(b.ID, 3): lull.StatusInProgress, lull.LineID(b.ID, 7): lull.StatusQueued,
+	}}
+	if err := h.Run(ctx, lull.BatchJob{Kind: lull.BatchJobFinalize, BatchID: b.ID, Tenant: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.GetBatch(ctx, b.ID)
+	if err != nil || got.Status != lull.BatchCompleted || got.Completed != n || got.Failed != 0 || got.ErrorFileID != "" {
+		t.Fatalf("batch = %+v, %v", got, err)
+	}
+	f, err := store.GetFile(ctx, got.OutputFileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.Blobs.Get(ctx, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := bytes.Count(out, []byte("\n")); lines != n {
+		t.Fatalf("output file has %d lines, want %d:\n%s", lines, n, out)
+	}
+}
+
+// failingLines fails CreateLines until told otherwise.
+type failingLines struct {
+	batchjob.Store
+	fail atomic.Bool
+}
+
+func (f *failingLines) CreateLines(ctx context.Context, lines []*lull.Generation) error {
+	if f.fail.Load() {
+		return lull.Errorf(lull.EUNAVAILABLE, "throttled")
+	}
+	return f.Store.CreateLines(ctx, lines)
+}
+
+// TestFailedSplitRetriesAtOnce: a split run that fails (DynamoDB
+// throttling) gives its claim up, so SQS's redelivery of the job resumes
+// the split instead of being dropped as a duplicate of a run that is gone.
+func TestFailedSplitRetriesAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const n = 30
+	e := newSplitEnv(t, "splitfail", n, 10)
+	store, q, b, h := e.store, e.q, e.b, e.h
+	flaky := &failingLines{Store: store}
+	h.Batches = flaky
+	job := lull.BatchJob{Kind: lull.BatchJobSplit, BatchID: b.ID, Tenant: "t"}
+	// The first chunk is stored line by line (Create), later ones in
+	// batches (CreateLines), which fail.
+	flaky.fail.Store(true)
+	if err := h.Run(ctx, job); err == nil {
+		t.Fatal("a split whose writes fail succeeded")
+	}
+	flaky.fail.Store(false)
+	if err := h.Run(ctx, job); err != nil { // the redelivery
+		t.Fatal(err)
+	}
+	got, err := store.GetBatch(ctx, b.ID)
+	if err != nil || !got.SplitDone || got.Created != n {
+		t.Fatalf("after the redelivery: %+v, %v", got, err)
+	}
+	if v, fl, err := q.Depth(ctx); err != nil || v+fl < n {
+		t.Fatalf("%d jobs enqueued (err %v), want every line", v+fl, err)
 	}
 }

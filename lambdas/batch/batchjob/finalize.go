@@ -121,6 +121,14 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 	start := time.Now()
 	out, errs := h.newSink(ctx, lull.BatchOutputKey(b.Tenant, b.ID, "output.jsonl")), h.newSink(ctx, lull.BatchOutputKey(b.Tenant, b.ID, "errors.jsonl"))
 	expired, err := h.writeLines(ctx, b, out, errs)
+	if err != nil {
+		// Abandon both uploads: nothing half written is recorded.
+		out.w.CloseWithError(err)
+		errs.w.CloseWithError(err)
+		<-out.done
+		<-errs.done
+		return err
+	}
 	cerr1, cerr2 := out.close(), errs.close()
 	if err != nil {
 		return err
@@ -128,7 +136,9 @@ func (h *Handler) finalize(ctx context.Context, b *lull.Batch) error {
 	if cerr1 != nil || cerr2 != nil {
 		return fmt.Errorf("batchjob: write files of %s: %v %v", b.ID, cerr1, cerr2)
 	}
-	ch := lull.BatchChange{Status: lull.BatchCompleted, At: h.Now().UTC()}
+	// request_counts become what the files hold, so the two always agree.
+	completed, failed := out.lines, errs.lines
+	ch := lull.BatchChange{Status: lull.BatchCompleted, At: h.Now().UTC(), Completed: &completed, Failed: &failed}
 	switch {
 	case b.CancelRequested:
 		ch.Status = lull.BatchCancelled
@@ -172,14 +182,27 @@ func (h *Handler) fileFor(ctx context.Context, b *lull.Batch, s *fileSink, kind 
 }
 
 // writeLines writes every line of b to out (completed) or errs (the rest),
-// in input order, fetching responses concurrently a page at a time. It
-// returns how many lines expired.
+// in input order, fetching responses concurrently a page at a time. Lines
+// are listed from an index that may lag the table; any listed as not yet
+// terminal is read again with a strongly consistent read, and one that is
+// still not terminal fails the run (it is retried) rather than landing in
+// the wrong file. It returns how many lines expired.
 func (h *Handler) writeLines(ctx context.Context, b *lull.Batch, out, errs *fileSink) (int, error) {
 	expired := 0
 	err := h.eachPage(ctx, b.ID, func(lines []*lull.Generation) error {
 		bodies := make([]json.RawMessage, len(lines))
 		err := parallel.Each(ctx, h.Concurrency, len(lines), func(ctx context.Context, i int) error {
 			g := lines[i]
+			if !g.Status.Terminal() {
+				cur, err := h.Generations.Get(ctx, g.ID)
+				if err != nil {
+					return fmt.Errorf("batchjob: read line %s: %w", g.ID, err)
+				}
+				if !cur.Status.Terminal() {
+					return fmt.Errorf("batchjob: line %s of %s is still %s", g.ID, b.ID, cur.Status)
+				}
+				g, lines[i] = cur, cur
+			}
 			if g.Status != lull.StatusCompleted || g.ResponseKey == "" {
 				return nil
 			}

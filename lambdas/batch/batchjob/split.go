@@ -248,11 +248,27 @@ func (h *Handler) split(ctx context.Context, b *lull.Batch) error {
 		// The claim outlives the Lambda's 15-minute limit. A job that finds
 		// it held fails, so SQS retries it later: by then the other run has
 		// finished (the retry finds nothing to do) or died (its claim passed).
-		now := h.Now()
-		if err := h.Batches.ClaimSplit(ctx, b.ID, lull.NewID("run"), now, now.Add(splitClaim)); err != nil {
+		now, owner := h.Now(), lull.NewID("run")
+		err := h.Batches.ClaimSplit(ctx, b.ID, owner, now, now.Add(splitClaim))
+		if lull.IsConflict(err) {
+			// A duplicate of a job another run is doing. Dropping it keeps
+			// duplicates from adding receives towards the batch DLQ; if
+			// that run dies, its own message comes back, and the sweeper
+			// sends the job again once the claim lapses (Reconcile).
+			log.InfoContext(ctx, "another run is splitting the batch; duplicate job dropped")
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("batchjob: split of %s: %w", b.ID, err)
 		}
 		if err := h.store(ctx, b, f); err != nil {
+			// Give the claim up, so that the retry of this job (SQS
+			// redelivers it) resumes at once instead of being taken for a
+			// duplicate until the claim lapses. A run that dies keeps it:
+			// the sweeper sends the job again once it lapses.
+			if rerr := h.Batches.ClaimSplit(context.WithoutCancel(ctx), b.ID, owner, now, h.Now()); rerr != nil {
+				log.WarnContext(ctx, "split claim not given up; it lapses by itself", "err", rerr)
+			}
 			return err
 		}
 	}

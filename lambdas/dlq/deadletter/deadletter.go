@@ -1,14 +1,20 @@
-// Package deadletter fails generations whose job messages exhausted their
-// receives on a request queue and landed in its dead-letter queue, so that
-// every accepted generation reaches a terminal status.
+// Package deadletter consumes lull's dead-letter queues. It fails
+// generations whose job messages exhausted their receives on a request
+// queue, so that every accepted generation reaches a terminal status —
+// unless a worker holds a live lease on the generation, which is then
+// healthy and its job is queued again instead. It fails batches whose jobs
+// exhausted theirs. And it sends events that exhausted theirs on the events
+// queue back to it, a few times, after a long delay.
 package deadletter
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -26,7 +32,16 @@ type Config struct {
 	// terminal status.
 	Batches lull.Batches
 	Events  lull.Sender // nil disables events
-	Logger  *slog.Logger
+	// Queues maps each served model to its request queue, where the jobs of
+	// generations under a live lease go back. Without one such a dead
+	// letter is left to the lease holder, which has its own message.
+	Queues map[string]lull.Sender
+	// EventRedrives is how often a dead event is sent back to the events
+	// queue before it is dropped; 3 when zero. EventRedriveDelay is the
+	// delay of each send; 15 minutes (SQS's longest) when zero.
+	EventRedrives     int
+	EventRedriveDelay time.Duration
+	Logger            *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -35,6 +50,8 @@ func (c *Config) withDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.EventRedrives = cmp.Or(c.EventRedrives, 3)
+	c.EventRedriveDelay = cmp.Or(c.EventRedriveDelay, 15*time.Minute)
 }
 
 func (c *Config) validate() error {
@@ -80,8 +97,13 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	return resp, nil
 }
 
-// one handles a dead letter by the kind its body declares (lull.MessageKindOf).
+// one handles a dead letter by the kind its body declares (lull.MessageKindOf);
+// events (which declare none, and carry a generation ID as jobs do) first.
 func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
+	var ev lull.Event
+	if json.Unmarshal([]byte(rec.Body), &ev) == nil && strings.HasPrefix(ev.ID, "evt_") && ev.Type != "" {
+		return h.event(ctx, rec.Body, ev)
+	}
 	kind, err := lull.MessageKindOf([]byte(rec.Body))
 	if err != nil {
 		h.Logger.ErrorContext(ctx, "malformed dead letter dropped", "message_id", rec.MessageId, "err", err)
@@ -112,21 +134,78 @@ func (h *Handler) one(ctx context.Context, rec events.SQSMessage) error {
 	if g.Status.Terminal() {
 		return dispatch.Announce(ctx, h.Events, g)
 	}
+	now := h.Now()
+	if g.Status == lull.StatusInProgress && g.LeaseUntil.After(now) {
+		// A worker is running it: this job is a duplicate, or the holder's
+		// own message that came back too often (lost visibility
+		// extensions). Failing it would end a healthy generation. Queue the
+		// job again for when the lease would have lapsed, so that a message
+		// remains should the holder die.
+		q, ok := h.Queues[g.Model]
+		if !ok {
+			log.WarnContext(ctx, "dead letter of a leased generation left to its lease holder", "owner", g.LeaseOwner)
+			return nil
+		}
+		wait := min(g.LeaseUntil.Sub(now)+time.Second, 15*time.Minute)
+		if err := q.Send(ctx, []byte(rec.Body), g.Tenant, wait); err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "dead letter of a leased generation queued again", "owner", g.LeaseOwner, "retry_in", wait.String())
+		return nil
+	}
 	msg := "The generation could not be run: the engine kept failing."
 	if g.LastError != "" {
 		msg = fmt.Sprintf("The generation could not be run after %d attempts; last error: %s", g.Attempts, g.LastError)
 	}
 	done, err := h.Generations.Finish(ctx, g.ID, lull.StatusFailed, lull.Outcome{
-		At: h.Now().UTC(), Failure: &lull.Failure{Code: "engine_error", Message: msg},
+		At: now.UTC(), Announce: true, Failure: &lull.Failure{Code: "engine_error", Message: msg},
 	})
 	if lull.IsConflict(err) {
-		return nil // finished concurrently; its finisher announces it
+		// Finished concurrently (or by this write, its answer lost): its
+		// finisher may have died before announcing, so announce again.
+		cur, gerr := h.Generations.Get(ctx, g.ID)
+		if gerr != nil {
+			return gerr
+		}
+		return dispatch.Announce(ctx, h.Events, cur)
 	}
 	if err != nil {
 		return err
 	}
 	log.InfoContext(ctx, "generation failed from dead-letter queue", "attempts", g.Attempts)
-	return dispatch.Announce(ctx, h.Events, done)
+	return dispatch.AnnounceFinished(ctx, h.Generations, h.Events, done)
+}
+
+// redrivesField counts, in a dead event's body, how often it was sent back.
+const redrivesField = "dlq_redrives"
+
+// event sends a dead event back to the events queue, after a long delay,
+// until it was sent back EventRedrives times; then it is dropped and logged.
+// (A batch line's event is not needed by then: the sweeper counts lines
+// that ended without being counted.)
+func (h *Handler) event(ctx context.Context, body string, ev lull.Event) error {
+	log := h.Logger.With("event_id", ev.ID, "type", ev.Type, "tenant", ev.Tenant, "generation_id", ev.GenerationID, "batch_id", ev.BatchID)
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &fields); err != nil {
+		log.ErrorContext(ctx, "malformed dead event dropped")
+		return nil
+	}
+	var n int
+	_ = json.Unmarshal(fields[redrivesField], &n)
+	if n >= h.EventRedrives || h.Events == nil {
+		log.ErrorContext(ctx, "event dropped after exhausting its redrives", "redrives", n)
+		return nil
+	}
+	fields[redrivesField], _ = json.Marshal(n + 1)
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	if err := h.Events.Send(ctx, out, ev.Tenant, h.EventRedriveDelay); err != nil {
+		return err
+	}
+	log.WarnContext(ctx, "dead event sent back to the events queue", "redrive", n+1, "delay", h.EventRedriveDelay.String())
+	return nil
 }
 
 // batch fails the batch of a dead batch job, unless it already ended.

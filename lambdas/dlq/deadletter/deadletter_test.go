@@ -32,7 +32,9 @@ func TestHandle(t *testing.T) {
 		return g
 	}
 	running, done := mk(), mk()
-	if _, err := store.Start(ctx, running.ID, "w", now, now.Add(time.Minute)); err != nil {
+	// The worker gave its lease up when it released the job after the
+	// engine failed (TestLiveLeaseRequeued covers a live lease).
+	if _, err := store.Start(ctx, running.ID, "w", now, now); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.NoteError(ctx, running.ID, "engine answered 503: overloaded"); err != nil {
@@ -160,5 +162,98 @@ func TestNewNamesMissingDependencies(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("New(empty) = %v; want an error naming %s", err, want)
 		}
+	}
+}
+
+// TestLiveLeaseRequeued: the dead letter of a generation a worker is running
+// under a live lease (a duplicate job, or the holder's own message back too
+// often) must not fail it: the job goes back to its request queue, delayed
+// until the lease would lapse, and the generation keeps running.
+func TestLiveLeaseRequeued(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, be := emutest.Table(t, "dlqlease")
+	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dlqlease-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests := sqs.New(be.Clients.SQS, qurl)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), Request: json.RawMessage(`{}`)}
+	if _, _, err := store.Create(ctx, g, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Start(ctx, g.ID, "w1", now, now.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	job, _ := json.Marshal(lull.JobFor(g))
+	h := newHandler(t, deadletter.Config{Generations: store, Queues: map[string]lull.Sender{"m": requests},
+		Logger: slog.New(slog.DiscardHandler)})
+	resp, err := h.Handle(ctx, eventsOf(string(job)))
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("Handle = %+v, %v", resp, err)
+	}
+	if got, _ := store.Get(ctx, g.ID); got.Status != lull.StatusInProgress {
+		t.Fatalf("a generation under a live lease became %s", got.Status)
+	}
+	// Delayed until the lease lapses (SQS delays are whole seconds).
+	if msgs, err := requests.Receive(ctx, 10, 0, time.Minute); err != nil || len(msgs) != 0 {
+		t.Fatalf("re-queued job visible at once: %d, %v", len(msgs), err)
+	}
+	msgs, err := requests.Receive(ctx, 10, 5*time.Second, time.Minute)
+	if err != nil || len(msgs) != 1 || string(msgs[0].Body) != string(job) {
+		t.Fatalf("re-queued job: %v, %v", msgs, err)
+	}
+}
+
+// TestDeadEventsRedriven: an event that exhausted its receives on the
+// events queue (its handling kept failing) is sent back to the events queue,
+// delayed, up to EventRedrives times, then dropped — it is not mistaken for
+// a job (which would fail its generation) nor left without a consumer.
+func TestDeadEventsRedriven(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, be := emutest.Table(t, "dlqev")
+	qurl, _, err := sqs.CreateQueue(ctx, be.Clients.SQS, "dlqev-"+lull.NewID("q")[2:], time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evq := sqs.New(be.Clients.SQS, qurl)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), Request: json.RawMessage(`{}`)}
+	if _, _, err := store.Create(ctx, g, ""); err != nil {
+		t.Fatal(err)
+	}
+	// A scheduled webhook retry of a generation still queued (e.g. a
+	// re-sent event overtaking its write), as the events queue carries it.
+	body := `{"id":"evt_x_completed","type":"generation.completed","tenant":"t","generation_id":"` + g.ID +
+		`","created_at":"2026-01-01T00:00:00Z","delivery_id":"dlv_x","attempt":3}`
+	h := newHandler(t, deadletter.Config{Generations: store, Events: evq, EventRedrives: 2, EventRedriveDelay: time.Second,
+		Logger: slog.New(slog.DiscardHandler)})
+	for want := 1; want <= 3; want++ {
+		resp, err := h.Handle(ctx, eventsOf(body))
+		if err != nil || len(resp.BatchItemFailures) != 0 {
+			t.Fatalf("Handle = %+v, %v", resp, err)
+		}
+		msgs, err := evq.Receive(ctx, 10, 3*time.Second, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want == 3 {
+			if len(msgs) != 0 {
+				t.Fatalf("redriven a third time: %s", msgs[0].Body)
+			}
+			break
+		}
+		if len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), `"delivery_id":"dlv_x"`) ||
+			!strings.Contains(string(msgs[0].Body), `"dlq_redrives":`+string(rune('0'+want))) {
+			t.Fatalf("redrive %d: %v", want, msgs)
+		}
+		body = string(msgs[0].Body)
+	}
+	if got, _ := store.Get(ctx, g.ID); got.Status != lull.StatusQueued {
+		t.Fatalf("the event's generation became %s", got.Status)
 	}
 }

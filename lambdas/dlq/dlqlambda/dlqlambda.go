@@ -14,11 +14,13 @@ import (
 )
 
 // New returns the consumer that cfg describes over the AWS clients c: it
-// fails the generations of the request queues' dead letters and the batches
-// of the batch queue's.
+// fails the generations of the request queues' dead letters (or queues
+// again those a worker holds), the batches of the batch queue's, and sends
+// the events queue's back to it.
 func New(cfg settings.DLQ, c *awsclients.Clients, log *slog.Logger) (*deadletter.Handler, error) {
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
 	return deadletter.New(deadletter.Config{
-		Generations: store, Batches: store, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log,
+		Generations: store, Batches: store, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
+		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), EventRedriveDelay: cfg.EventRedriveDelay, Logger: log,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/lull-ai/lull/lambdas/batch/batchjob"
 	"github.com/lull-ai/lull/lambdas/scaler/emf"
 	"github.com/lull-ai/lull/lambdas/scaler/scale"
 	"github.com/lull-ai/lull/lambdas/scaler/sweep"
@@ -30,8 +31,9 @@ var (
 type Scaler struct {
 	// Scaler publishes every model's scaling metrics.
 	Scaler *scale.Scaler
-	// Sweeper re-sends accepted-but-unenqueued generations and expires
-	// those past their window.
+	// Sweeper re-sends accepted-but-unenqueued generations, expires those
+	// past their window, announces those whose event may be missing and
+	// re-derives stalled open batches.
 	Sweeper *sweep.Sweeper
 	log     *slog.Logger
 }
@@ -51,10 +53,21 @@ func New(cfg settings.Scaler, c *awsclients.Clients, log *slog.Logger, metrics i
 	if err != nil {
 		return nil, err
 	}
-	sw, err := sweep.New(sweep.Config{
-		Generations: dynamodb.New(c.DynamoDB, cfg.Table), Queues: sqs.Senders(c.SQS, cfg.ModelQueues),
+	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	swCfg := sweep.Config{
+		Generations: store, Queues: sqs.Senders(c.SQS, cfg.ModelQueues),
 		Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log, Grace: cfg.SweepGrace,
-	})
+		Announcements: store, BatchQuiet: cfg.BatchQuiet,
+	}
+	if cfg.BatchQueueURL != "" {
+		// The Batch API is on: open batches are re-derived too.
+		r, err := batchjob.NewReconciler(batchjob.ReconcilerConfig{Batches: store, BatchQueue: sqs.New(c.SQS, cfg.BatchQueueURL), Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		swCfg.Batches, swCfg.Reconciler = store, r
+	}
+	sw, err := sweep.New(swCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +86,7 @@ func run(ctx context.Context, scaleStep func(context.Context) (scale.Result, err
 	sres, serr := scaleStep(ctx)
 	log.InfoContext(ctx, "scaling done", "published", len(sres.Decisions), "failed", sres.Failed, "err", serr)
 	res, err := sweepStep(ctx)
-	log.InfoContext(ctx, "sweep done", "reenqueued", res.Reenqueued, "expired", res.Expired, "err", err)
+	log.InfoContext(ctx, "sweep done", "reenqueued", res.Reenqueued, "expired", res.Expired,
+		"reannounced", res.Reannounced, "batches", res.Batches, "err", err)
 	return errors.Join(serr, err)
 }

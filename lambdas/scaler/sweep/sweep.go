@@ -1,7 +1,11 @@
-// Package sweep finds generations that need a nudge: accepted but never
-// enqueued (the API's SendMessage failed after the DynamoDB write) and
-// non-terminal past their completion window. The scaler Lambda runs it every
-// minute.
+// Package sweep finds generations and batches that need a nudge: accepted
+// but never enqueued (the API's SendMessage failed after the DynamoDB
+// write), non-terminal past their completion window, terminal but maybe
+// never announced (the process that ended them died before its event left),
+// and open batches whose progress stalled (a lost split, cancel or finalize
+// job, or a line whose event never arrived). The scaler Lambda runs it
+// every minute. Nothing here depends on one message surviving: what to do
+// is re-derived from the stored state.
 package sweep
 
 import (
@@ -18,13 +22,33 @@ import (
 	"github.com/lull-ai/lull/shared/parallel"
 )
 
+// OpenBatches lists the batches that are not terminal (dynamodb.Store).
+type OpenBatches interface {
+	OpenBatches(ctx context.Context, olderThan time.Time, limit int) ([]*lull.Batch, error)
+}
+
+// Reconciler re-derives what an open batch needs (batchjob.Reconciler).
+type Reconciler interface {
+	Reconcile(ctx context.Context, b *lull.Batch, now time.Time, quiet time.Duration) error
+}
+
 // Config wires a Sweeper to its dependencies. Generations and Logger are
 // required; zero values of the others take the defaults noted.
 type Config struct {
 	Generations lull.Generations
 	Queues      map[string]lull.Sender // model → request queue
 	Events      lull.Sender            // nil disables events
-	Logger      *slog.Logger
+	// Announcements, when set, lists terminal generations whose event may
+	// not have been sent; the sweep announces them again.
+	Announcements lull.Announcements
+	// Batches and Reconciler, when both set, reconcile every open batch
+	// older than BatchQuiet; BatchQuiet is also how long a batch may show
+	// no progress before its jobs are sent again (15m when zero: longer
+	// than a batch Lambda runs).
+	Batches    OpenBatches
+	Reconciler Reconciler
+	BatchQuiet time.Duration
+	Logger     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Grace is how old an unenqueued generation must be before it is
@@ -49,6 +73,7 @@ func (c *Config) withDefaults() {
 	c.Limit = cmp.Or(c.Limit, 1000)
 	c.Budget = cmp.Or(c.Budget, 30*time.Second)
 	c.Concurrency = cmp.Or(c.Concurrency, 16)
+	c.BatchQuiet = cmp.Or(c.BatchQuiet, 15*time.Minute)
 }
 
 func (c *Config) validate() error {
@@ -68,7 +93,8 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Sweeper re-enqueues and expires generations. Build it with New.
+// Sweeper re-enqueues, expires and re-announces generations and reconciles
+// open batches. Build it with New.
 type Sweeper struct {
 	Config
 }
@@ -85,8 +111,10 @@ func New(cfg Config) (*Sweeper, error) {
 
 // Result counts what a sweep did.
 type Result struct {
-	Reenqueued int
-	Expired    int
+	Reenqueued  int
+	Expired     int
+	Reannounced int
+	Batches     int // open batches reconciled
 }
 
 // Sweep runs one pass. It returns the first error after doing what it can.
@@ -127,7 +155,53 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 			break
 		}
 	}
+	if s.Announcements != nil {
+		n, err := s.reannounce(ctx, now.Add(-s.Grace), limit, conc)
+		res.Reannounced = n
+		errs = append(errs, err)
+	}
+	if s.Batches != nil && s.Reconciler != nil {
+		n, err := s.reconcile(ctx, now, limit)
+		res.Batches = n
+		errs = append(errs, err)
+	}
 	return res, errors.Join(errs...)
+}
+
+// reannounce announces the terminal generations whose transition before
+// olderThan may never have been announced.
+func (s *Sweeper) reannounce(ctx context.Context, olderThan time.Time, limit, conc int) (int, error) {
+	gens, err := s.Announcements.Unannounced(ctx, olderThan, limit)
+	if err != nil {
+		return 0, err
+	}
+	var n atomic.Int64
+	err = parallel.Each(ctx, conc, len(gens), func(ctx context.Context, i int) error {
+		g := gens[i]
+		if err := dispatch.AnnounceFinished(ctx, s.Generations, s.Events, g); err != nil {
+			return err
+		}
+		n.Add(1)
+		s.Logger.InfoContext(ctx, "re-announced generation", "generation_id", g.ID, "tenant", g.Tenant, "status", string(g.Status))
+		return nil
+	})
+	return int(n.Load()), err
+}
+
+// reconcile re-derives every open batch older than BatchQuiet.
+func (s *Sweeper) reconcile(ctx context.Context, now time.Time, limit int) (int, error) {
+	quiet := s.BatchQuiet
+	open, err := s.Batches.OpenBatches(ctx, now.Add(-quiet), limit)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, b := range open {
+		if err := s.Reconciler.Reconcile(ctx, b, now, quiet); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return len(open), errors.Join(errs...)
 }
 
 // expire moves each of due to expired and announces it, conc at a time, and
@@ -136,7 +210,7 @@ func (s *Sweeper) expire(ctx context.Context, now time.Time, due []*lull.Generat
 	var expired atomic.Int64
 	err := parallel.Each(ctx, conc, len(due), func(ctx context.Context, i int) error {
 		g := due[i]
-		done, err := s.Generations.Finish(ctx, g.ID, lull.StatusExpired, lull.Outcome{At: now.UTC(), Failure: &lull.Failure{
+		done, err := s.Generations.Finish(ctx, g.ID, lull.StatusExpired, lull.Outcome{At: now.UTC(), Announce: true, Failure: &lull.Failure{
 			Code: "expired", Message: "The completion window ended before the generation could finish."}})
 		if lull.IsConflict(err) {
 			return nil
@@ -146,7 +220,7 @@ func (s *Sweeper) expire(ctx context.Context, now time.Time, due []*lull.Generat
 		}
 		expired.Add(1)
 		s.Logger.InfoContext(ctx, "expired generation", "generation_id", g.ID, "tenant", g.Tenant)
-		return dispatch.Announce(ctx, s.Events, done)
+		return dispatch.AnnounceFinished(ctx, s.Generations, s.Events, done)
 	})
 	return int(expired.Load()), err
 }

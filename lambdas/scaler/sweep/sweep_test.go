@@ -3,7 +3,10 @@ package sweep_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,5 +128,66 @@ func TestSweepExpiresPastOnePage(t *testing.T) {
 			}
 			seen[e.GenerationID] = true
 		}
+	}
+}
+
+// failingSender fails its first fails sends, then delegates.
+type failingSender struct {
+	lull.Sender
+	fails atomic.Int64
+}
+
+func (f *failingSender) Send(ctx context.Context, body []byte, group string, delay time.Duration) error {
+	if f.fails.Add(-1) >= 0 {
+		return errors.New("sqs: send: connection reset")
+	}
+	return f.Sender.Send(ctx, body, group, delay)
+}
+
+// TestExpiredButUnannouncedIsAnnounced: the sweep expired a generation but
+// its event was never sent (the send failed, or the Lambda died right after
+// the write). A later sweep finds it among the unannounced and announces it
+// — once: after that it is marked announced.
+func TestExpiredButUnannouncedIsAnnounced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store, b := emutest.Table(t, "sweepann")
+	url, _, err := sqs.CreateQueue(ctx, b.Clients.SQS, "sweepann-"+lull.NewID("q")[2:], 30*time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := sqs.New(b.Clients.SQS, url)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	g := &lull.Generation{ID: lull.NewID("gen"), Tenant: "t", Model: "m", Endpoint: lull.EndpointChat, Status: lull.StatusQueued,
+		CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Minute), Request: json.RawMessage(`{}`)}
+	if _, _, err := store.Create(ctx, g, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.MarkEnqueued(ctx, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	flaky := &failingSender{Sender: events}
+	flaky.fails.Store(1)
+	clock := now
+	s, err := sweep.New(sweep.Config{Generations: store, Queues: map[string]lull.Sender{}, Events: flaky, Announcements: store,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return clock }, Grace: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Sweep(ctx); err == nil || res.Expired != 1 {
+		t.Fatalf("first Sweep = %+v, %v; want the expiry written and its announcement failed", res, err)
+	}
+	if got, _ := store.Get(ctx, g.ID); got.Status != lull.StatusExpired {
+		t.Fatalf("status %s", got.Status)
+	}
+	clock = now.Add(time.Minute) // past the grace
+	for range 2 {                // the second sweep finds nothing to announce
+		if _, err := s.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, err := events.Receive(ctx, 10, time.Second, 30*time.Second)
+	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), `"type":"generation.expired"`) {
+		t.Fatalf("events after the later sweeps: %d %v", len(msgs), err)
 	}
 }

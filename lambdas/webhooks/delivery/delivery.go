@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -171,8 +172,15 @@ func (h *Handler) process(ctx context.Context, body string) error {
 		} else if err != nil {
 			return err
 		}
-		if d.Status != lull.DeliveryPending || len(d.Attempts) >= max(t.Attempt, 1) {
-			return nil // finished meanwhile, or this attempt was already made
+		if d.Status != lull.DeliveryPending {
+			return nil // finished meanwhile
+		}
+		if len(d.Attempts) >= max(t.Attempt, 1) {
+			// This attempt was made. Dropping the task is right only if the
+			// next one was scheduled: a handler that failed or died between
+			// recording the attempt and scheduling the next left this task
+			// to be redelivered, and it must carry the chain on.
+			return h.resume(ctx, w, d, t.Event)
 		}
 		return h.attempt(ctx, w, d, t.Event, max(t.Attempt, 1))
 	}
@@ -197,11 +205,14 @@ func (h *Handler) process(ctx context.Context, body string) error {
 				errs = append(errs, err)
 				continue
 			}
-			if prior.Status != lull.DeliveryPending || !prior.NextAttemptAt.IsZero() {
+			if prior.Status != lull.DeliveryPending {
 				continue
 			}
-			d = prior
-			errs = append(errs, h.attempt(ctx, w, d, t.Event, len(prior.Attempts)+1))
+			if len(prior.Attempts) > 0 {
+				errs = append(errs, h.resume(ctx, w, prior, t.Event))
+				continue
+			}
+			errs = append(errs, h.attempt(ctx, w, prior, t.Event, 1))
 			continue
 		}
 		errs = append(errs, h.attempt(ctx, w, d, t.Event, 1))
@@ -278,17 +289,29 @@ func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		full, err := genview.Full(ctx, h.Blobs, g)
+		type linked struct {
+			genview.View
+			ResponseURL string `json:"response_url"`
+		}
+		link := linked{View: genview.Of(g), ResponseURL: strings.TrimRight(h.PublicURL, "/") + "/v1/generation/" + g.ID}
+		// Decide on the size before loading anything: a response can be as
+		// large as the engine allows, and loading it for every event of an
+		// SQS batch at once could exhaust the Lambda's memory.
+		big, err := h.tooLarge(ctx, g, int64(limit))
 		if err != nil {
 			return nil, err
 		}
-		data = full
-		if b, _ := json.Marshal(full); len(b) > limit {
-			type linked struct {
-				genview.View
-				ResponseURL string `json:"response_url"`
+		if big {
+			data = link
+		} else {
+			full, err := genview.Full(ctx, h.Blobs, g)
+			if err != nil {
+				return nil, err
 			}
-			data = linked{View: genview.Of(g), ResponseURL: strings.TrimRight(h.PublicURL, "/") + "/v1/generation/" + g.ID}
+			data = full
+			if b, _ := json.Marshal(full); len(b) > limit {
+				data = link
+			}
 		}
 	}
 	raw, err := json.Marshal(data)
@@ -296,6 +319,28 @@ func (h *Handler) payload(ctx context.Context, ev lull.Event) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(Payload{Type: ev.Type, Timestamp: ev.CreatedAt, Data: raw})
+}
+
+// tooLarge reports whether g's response alone exceeds limit: from the size
+// recorded at completion or, for generations finished before sizes were
+// recorded, by reading at most limit bytes of it.
+func (h *Handler) tooLarge(ctx context.Context, g *lull.Generation, limit int64) (bool, error) {
+	if g.Status != lull.StatusCompleted || g.ResponseKey == "" {
+		return false, nil
+	}
+	if g.ResponseBytes > 0 {
+		return g.ResponseBytes > limit, nil
+	}
+	r, err := h.Blobs.Open(ctx, g.ResponseKey)
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	n, err := io.CopyN(io.Discard, r, limit+1)
+	if err != nil && err != io.EOF {
+		return false, fmt.Errorf("delivery: measure response of %s: %w", g.ID, err)
+	}
+	return n > limit, nil
 }
 
 // attempt makes attempt n of delivery d and schedules what follows.
@@ -321,11 +366,39 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 	if err := h.Webhooks.AddAttempt(ctx, w.ID, d.ID, a); err != nil {
 		return err
 	}
+	d.Attempts = append(d.Attempts, a)
+	return h.conclude(ctx, log, w, d, ev, a, retryAfter)
+}
+
+// resume carries on a pending delivery whose last recorded attempt may not
+// have been followed up (its handler failed or died after recording it):
+// unless the next attempt is scheduled already, it concludes that attempt
+// again — succeeded, failed for good, or the next one scheduled.
+func (h *Handler) resume(ctx context.Context, w *lull.Webhook, d *lull.Delivery, ev lull.Event) error {
+	last := d.Attempts[0]
+	for _, a := range d.Attempts {
+		if a.N > last.N {
+			last = a
+		}
+	}
+	if d.NextAttemptAt.After(last.At) {
+		return nil // the next attempt is on the queue
+	}
+	log := h.Logger.With("webhook_id", w.ID, "delivery_id", d.ID, "event_id", ev.ID, "tenant", ev.Tenant, "attempt", last.N)
+	log.InfoContext(ctx, "webhook attempt recorded but not followed up; resuming")
+	return h.conclude(ctx, log, w, d, ev, last, 0)
+}
+
+// conclude records what follows attempt a of d: success, failure for good
+// (410, or the schedule exhausted), or the next attempt scheduled.
+func (h *Handler) conclude(ctx context.Context, log *slog.Logger, w *lull.Webhook, d *lull.Delivery, ev lull.Event, a lull.Attempt, retryAfter time.Duration) error {
+	now := h.Now().UTC()
+	code, n := a.StatusCode, a.N
 	d.UpdatedAt, d.NextAttemptAt = now, time.Time{}
 	switch {
 	case a.Error == "":
 		d.Status = lull.DeliverySucceeded
-		log.InfoContext(ctx, "webhook delivered", "status", code, "latency_ms", latency.Milliseconds())
+		log.InfoContext(ctx, "webhook delivered", "status", code, "latency_ms", a.Latency.Milliseconds())
 	case code == http.StatusGone:
 		d.Status = lull.DeliveryFailed
 		w.Disabled, w.DisabledReason = true, "The endpoint answered 410 Gone on "+now.Format(time.RFC3339)+"."
