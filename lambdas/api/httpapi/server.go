@@ -70,6 +70,9 @@ type Config struct {
 	// KeyCacheTTL is how long a resolved API key is trusted without a
 	// lookup; 60s when zero, negative disables the cache.
 	KeyCacheTTL time.Duration
+	// Limits bound what one request may ask of the engine (zero fields:
+	// request.DefaultLimits).
+	Limits request.Limits
 }
 
 func (c *Config) withDefaults() {
@@ -88,6 +91,7 @@ func (c *Config) withDefaults() {
 	c.MaxFileBytes = cmp.Or(c.MaxFileBytes, 4<<20)
 	c.MaxUploadBytes = cmp.Or(c.MaxUploadBytes, 200_000_000)
 	c.ContentInlineLimit = cmp.Or(c.ContentInlineLimit, 5<<20)
+	c.Limits = c.Limits.WithDefaults()
 	if c.Guard == nil {
 		c.Guard = &netguard.Guard{}
 	}
@@ -114,6 +118,9 @@ func (c *Config) validate() error {
 	}
 	if c.DefaultWindow < c.MinWindow || c.DefaultWindow > c.MaxWindow {
 		errs = append(errs, fmt.Errorf("DefaultWindow %s outside [%s, %s]", c.DefaultWindow, c.MinWindow, c.MaxWindow))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("httpapi: config: %w", err)

@@ -18,6 +18,7 @@ import (
 // of the batch queue's.
 func New(cfg settings.DLQ, c *awsclients.Clients, log *slog.Logger) (*deadletter.Handler, error) {
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
 	return deadletter.New(deadletter.Config{
 		Generations: store, Batches: store, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log,
 	})

@@ -51,9 +51,12 @@ func New(cfg settings.Scaler, c *awsclients.Clients, log *slog.Logger, metrics i
 	if err != nil {
 		return nil, err
 	}
+	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
 	sw, err := sweep.New(sweep.Config{
-		Generations: dynamodb.New(c.DynamoDB, cfg.Table), Queues: sqs.Senders(c.SQS, cfg.ModelQueues),
+		Generations: store, Queues: sqs.Senders(c.SQS, cfg.ModelQueues),
 		Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log, Grace: cfg.SweepGrace,
+		Webhooks: store,
 	})
 	if err != nil {
 		return nil, err

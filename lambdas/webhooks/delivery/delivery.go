@@ -32,7 +32,8 @@ import (
 var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
 	5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
 
-// maxDelay is the longest SQS DelaySeconds; longer waits hop through it.
+// maxDelay is the longest SQS DelaySeconds; longer waits park the delivery
+// for the scaler's sweep (Webhooks.DueDeliveries).
 const maxDelay = 15 * time.Minute
 
 // Config wires a Handler to its dependencies. Webhooks, Generations, Blobs,
@@ -321,15 +322,16 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 	if err := h.Webhooks.AddAttempt(ctx, w.ID, d.ID, a); err != nil {
 		return err
 	}
-	d.UpdatedAt, d.NextAttemptAt = now, time.Time{}
+	d.UpdatedAt, d.NextAttemptAt, d.Parked = now, time.Time{}, false
 	switch {
 	case a.Error == "":
 		d.Status = lull.DeliverySucceeded
 		log.InfoContext(ctx, "webhook delivered", "status", code, "latency_ms", latency.Milliseconds())
 	case code == http.StatusGone:
 		d.Status = lull.DeliveryFailed
-		w.Disabled, w.DisabledReason = true, "The endpoint answered 410 Gone on "+now.Format(time.RFC3339)+"."
-		if err := h.Webhooks.UpdateWebhook(ctx, w); err != nil && !lull.IsNotFound(err) {
+		// Only the disabled flag is written: w may be stale (a secret rotated
+		// while this attempt ran must stand).
+		if err := h.Webhooks.DisableWebhook(ctx, w.ID, "The endpoint answered 410 Gone on "+now.Format(time.RFC3339)+"."); err != nil && !lull.IsNotFound(err) {
 			return err
 		}
 		log.WarnContext(ctx, "endpoint answered 410; disabled")
@@ -345,6 +347,14 @@ func (h *Handler) attempt(ctx context.Context, w *lull.Webhook, d *lull.Delivery
 		}
 		d.Status, d.NextAttemptAt = lull.DeliveryPending, now.Add(wait)
 		log.InfoContext(ctx, "webhook attempt failed; retry scheduled", "err", a.Error, "retry_in", wait.String())
+		if wait > maxDelay {
+			// Longer than a message can wait: park the delivery; the
+			// scaler's sweep queues this attempt when it is due (one
+			// message, where hopping through the queue took one per 15
+			// minutes: ~300 for a failing endpoint's whole schedule).
+			d.Parked = true
+			return h.Webhooks.SaveDelivery(ctx, d)
+		}
 		// Schedule first: if that fails, the event is redelivered and, the
 		// delivery showing no scheduled retry, attempted again.
 		if err := h.send(ctx, lull.DeliveryTask{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {
