@@ -68,7 +68,7 @@ func TestHostileInput(t *testing.T) {
 		h.engine[r.RequestID] = append(h.engine[r.RequestID], r)
 	})
 	h.fixtures()
-	gens := []func(){h.slow, h.slow, h.slow, h.slow, h.generationReads, h.webhooks, h.files, h.uploads, h.batches, h.oddRoutes}
+	gens := []func(){h.slow, h.slow, h.slow, h.slow, h.generationReads, h.webhooks, h.webhookEndpoints, h.files, h.uploads, h.batches, h.oddRoutes}
 	for range hostileRequests {
 		gens[h.rng.IntN(len(gens))]()
 	}
@@ -105,6 +105,9 @@ type hostile struct {
 }
 
 const devKey = "sk-lull-dev"
+
+// embedModel is the dev stack's embedding model.
+const embedModel = "lull-sim-embed-1"
 
 // do sends one request and checks the answer: never a 5xx, OpenAI's error
 // envelope on every refusal. It returns the status and the decoded body.
@@ -390,10 +393,25 @@ var promptVariants = []string{`"hi"`, `["a","b"]`, `["a","b","c","d","e","f","g"
 // slowBody returns a mutated body for a slow endpoint.
 func (h *hostile) slowBody(e lull.Endpoint) []byte {
 	obj := []kv{{"model", `"` + simModel + `"`}, {"max_tokens", strconv.Itoa(1 + h.rng.IntN(16))}}
-	if e == lull.EndpointChat {
+	switch e {
+	case lull.EndpointChat:
 		obj = append(obj, kv{"messages", fmt.Sprintf(`[{"role":"user","content":"hostile %d"}]`, h.rng.IntN(1e6))})
-	} else {
+	case lull.EndpointCompletions:
 		obj = append(obj, kv{"prompt", fmt.Sprintf(`"hostile %d"`, h.rng.IntN(1e6))})
+	case lull.EndpointEmbeddings:
+		obj = []kv{{"model", `"` + embedModel + `"`}, {"input", h.pick(fmt.Sprintf(`"hostile %d"`, h.rng.IntN(1e6)), `["a","b"]`, `[1,2,3]`, `[[1],[2]]`, `""`, `[]`, `[""]`, `{"x":1}`)}}
+		if h.chance(0.2) {
+			obj = append(obj, kv{"encoding_format", h.pick(`"float"`, `"base64"`, `"int8"`)}, kv{"dimensions", h.pick("8", "0", "-1", "1e9")})
+		}
+	case lull.EndpointResponses:
+		obj = []kv{{"model", `"` + simModel + `"`}, {"background", "true"}, {"max_output_tokens", strconv.Itoa(1 + h.rng.IntN(16))},
+			{"input", h.pick(fmt.Sprintf(`"hostile %d"`, h.rng.IntN(1e6)), `[{"role":"user","content":"hi"}]`,
+				`[{"role":"user","content":[{"type":"input_image","image_url":"http://169.254.169.254/latest/meta-data/"}]}]`,
+				`[{"role":"user","content":[{"type":"input_file","file_url":"https://example.com/a.pdf"}]}]`,
+				`[{"role":"user","content":[{"type":"input_image","image_url":"data:image/png;base64,AA"}]}]`, `[]`, `""`)}}
+		if h.chance(0.2) {
+			obj = append(obj, kv{h.pick("previous_response_id", "conversation", "instructions", "truncation", "max_output_tokens"), hostileValues[h.rng.IntN(len(hostileValues))]})
+		}
 	}
 	for range h.rng.IntN(4) {
 		switch h.rng.IntN(9) {
@@ -451,10 +469,8 @@ func (h *hostile) slowBody(e lull.Endpoint) []byte {
 
 // slow sends one mutated request to a slow endpoint.
 func (h *hostile) slow() {
-	e := lull.EndpointChat
-	if h.chance(0.35) {
-		e = lull.EndpointCompletions
-	}
+	e := []lull.Endpoint{lull.EndpointChat, lull.EndpointChat, lull.EndpointChat, lull.EndpointCompletions, lull.EndpointCompletions,
+		lull.EndpointEmbeddings, lull.EndpointResponses, lull.EndpointResponses}[h.rng.IntN(8)]
 	body := h.slowBody(e)
 	hdr := h.jsonHeaders()
 	switch h.rng.IntN(8) {
@@ -471,9 +487,15 @@ func (h *hostile) slow() {
 		h.idemUsed = append(h.idemUsed, k)
 	}
 	path := "/v1/slow" + string(e)
+	if e == lull.EndpointResponses && h.chance(0.5) {
+		path = "/v1/responses" // OpenAI's path: background only
+	}
 	code, out := h.do("POST "+path, "POST", path, hdr, body)
-	if code == http.StatusAccepted {
+	if code == http.StatusAccepted || (code == http.StatusOK && e == lull.EndpointResponses) {
 		id, _ := out["id"].(string)
+		if rest, ok := strings.CutPrefix(id, "resp_"); ok {
+			id = "gen_" + rest // a response is its generation
+		}
 		if !lull.ValidID("gen", id) {
 			h.t.Fatalf("accepted without a generation ID: %v", out)
 		}
@@ -499,7 +521,42 @@ func (h *hostile) generationReads() {
 			"?status=cancelled&limit=1", "?after="+h.otherGen, "?after=../x", "?after="+h.ownGen, "?limit=100&status=completed", "?limit=%00")
 		h.do("GET /v1/generations", "GET", "/v1/generations"+q, h.auth(), nil)
 	default:
-		h.do("GET /v1/models", h.pick("GET", "POST", "DELETE"), h.pick("/v1/models", "/v1/slow/models"), h.auth(), nil)
+		if h.chance(0.5) {
+			h.do("GET /v1/models", h.pick("GET", "POST", "DELETE"), h.pick("/v1/models", "/v1/slow/models"), h.auth(), nil)
+			return
+		}
+		rid := "resp_" + strings.TrimPrefix(id, "gen_")
+		switch h.rng.IntN(3) {
+		case 0:
+			h.do("GET|DELETE /v1/responses/{id}", h.pick("GET", "DELETE", "PUT"), "/v1/responses/"+rid, h.auth(), nil)
+		default:
+			h.do("POST /v1/responses/{id}/cancel", "POST", "/v1/responses/"+rid+"/cancel", h.auth(), nil)
+		}
+	}
+}
+
+// webhookEndpoints hits OpenAI's webhook endpoints API.
+func (h *hostile) webhookEndpoints() {
+	id := h.id(h.ownWebhook, h.otherWebhook, "wh")
+	switch h.rng.IntN(7) {
+	case 0, 1:
+		body := h.pick(`{"url":"http://127.0.0.1:9/e","name":"e","event_types":["response.completed"]}`,
+			`{"url":"http://127.0.0.1:9/e","name":"e","event_types":["batch.completed","response.failed"]}`, `{"url":"http://127.0.0.1:9/e"}`,
+			`{"url":"http://127.0.0.1:9/e","event_types":["nope"]}`, `{"url":"http://127.0.0.1:9/e","url":"ftp://x"}`, `{"URL":"x"}`,
+			`{"url":"http://127.0.0.1:9/e","name":"`+strings.Repeat("n", 3000)+`"}`, `[]`, `{`, `{"url":null}`)
+		h.do("POST /v1/webhook_endpoints", "POST", "/v1/webhook_endpoints", h.jsonHeaders(), []byte(body))
+	case 2:
+		h.do("GET /v1/webhook_endpoints", "GET", "/v1/webhook_endpoints"+h.pick("", "?limit=0", "?limit=1000", "?after=wh_x", "?order=sideways"), h.auth(), nil)
+	case 3:
+		body := h.pick(`{"name":"x"}`, `{"url":"http://127.0.0.1:9/f"}`, `{"event_types":[]}`, `{"url":"ftp://x"}`, `{"status":"disabled"}`, `[]`)
+		h.do("GET|POST|DELETE /v1/webhook_endpoints/{id}", h.pick("GET", "POST", "DELETE", "PATCH"), "/v1/webhook_endpoints/"+id, h.jsonHeaders(), []byte(body))
+	case 4:
+		h.do("POST /v1/webhook_endpoints/{id}/rotate_secret", "POST", "/v1/webhook_endpoints/"+id+"/rotate_secret", h.jsonHeaders(),
+			[]byte(h.pick("", `{"keep_old_secret_active_for_24_hours":true}`, `{"keep_old_secret_active_for_24_hours":"yes"}`)))
+	case 5:
+		h.do("POST /v1/webhook_endpoints/{id}/test", "POST", "/v1/webhook_endpoints/"+id+"/test", h.jsonHeaders(), []byte(h.pick("", `{"event_type":"nope"}`, `{}`)))
+	default:
+		h.do("GET /v1/webhook_event_types", h.pick("GET", "POST"), "/v1/webhook_event_types", h.auth(), nil)
 	}
 }
 
@@ -687,8 +744,9 @@ func (h *hostile) waitAccepted(timeout time.Duration) {
 	}
 }
 
-// dropped are the fields lull accepts but never forwards.
-var dropped = []string{"metadata", "stream", "stream_options", "store", "service_tier"}
+// dropped are the fields lull accepts but never forwards ("background":
+// the engine runs a Responses request in the foreground for lull).
+var dropped = []string{"metadata", "stream", "stream_options", "store", "service_tier", "background", "previous_response_id"}
 
 // checkEngine checks every body the engine received against what was
 // accepted and what the client meant.
@@ -697,7 +755,7 @@ func (h *hostile) checkEngine() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	all := func(m string) (lull.Task, bool) {
-		if m == "lull-sim-embed-1" {
+		if m == embedModel {
 			return lull.TaskEmbed, true
 		}
 		return lull.TaskGenerate, true
@@ -744,8 +802,8 @@ func (h *hostile) checkEngine() {
 				continue
 			}
 			for k, v := range eng {
-				if k == "model" {
-					continue
+				if k == "model" || (k == "store" && g.Endpoint == lull.EndpointResponses && v == false) {
+					continue // the worker's: lull keeps the response, the engine must not
 				}
 				mv, ok := meant[k]
 				if !ok {
