@@ -23,7 +23,7 @@ import (
 const Prefix = "kms:v1:"
 
 // Purpose is the encryption context entry every ciphertext carries.
-const Purpose = "webhook-secret"
+const Purpose = lull.SealPurpose
 
 // client lists the KMS calls the sealer makes.
 type client interface {

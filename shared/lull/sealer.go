@@ -2,6 +2,10 @@ package lull
 
 import "context"
 
+// SealPurpose names what lull seals (webhook signing secrets); the KMS
+// adapter puts it in every encryption context and the key policy requires it.
+const SealPurpose = "webhook-secret"
+
 // Sealer encrypts the small secrets lull keeps (webhook signing secrets) so
 // that its table holds only ciphertext: reading an item is not enough to
 // sign as an endpoint's owner. A sealed value opens only with the id it was
