@@ -342,7 +342,8 @@ func fmtDuration(d time.Duration) string {
 // variables its settings struct declares (see lull_test.go).
 func (s *Service) environments(publicURL *string) map[string]map[string]*string {
 	p := s.props
-	storage := map[string]*string{"LULL_TABLE": s.Table.TableName(), "LULL_BUCKET": s.Bucket.BucketName()}
+	storage := map[string]*string{"LULL_TABLE": s.Table.TableName(), "LULL_BUCKET": s.Bucket.BucketName(),
+		"LULL_RETENTION": jsii.String(fmtDuration(p.Retention)), "LULL_FILE_RETENTION": jsii.String(fmtDuration(p.FileRetention))}
 	with := func(extras ...map[string]*string) map[string]*string {
 		out := map[string]*string{}
 		for k, v := range storage {
