@@ -55,6 +55,24 @@ $(CDK): $(INFRA_DIR)/package.json $(INFRA_DIR)/package-lock.json
 .PHONY: infra-deps
 infra-deps: $(CDK) ## Install the pinned CDK CLI into infra/node_modules
 
+# vLLM (and uv) as the GPU instances install them: every package pinned by
+# hash. Needs uv and network access to PyPI; rerun when vllmVersion changes
+# (infra/lull: DefaultVLLMVersion, UVVersion; Python 3.12 as the boot uses).
+VLLM_VERSION  ?= 0.33.0
+UV_VERSION    ?= 0.13.8
+VLLM_LOCK_DIR ?= build/vllm
+
+.PHONY: vllm-lock
+vllm-lock: ## Hash-pin vLLM and uv for the GPU instances into build/vllm (needs uv and PyPI; see docs/deploy.md)
+	@command -v uv >/dev/null || { echo "vllm-lock needs uv (https://docs.astral.sh/uv/)"; exit 1; }
+	mkdir -p $(VLLM_LOCK_DIR)
+	echo "uv==$(UV_VERSION)" | uv pip compile - --generate-hashes --no-header --python-version 3.9 \
+	  -o $(VLLM_LOCK_DIR)/requirements-uv-$(UV_VERSION).txt
+	echo "vllm==$(VLLM_VERSION)" | uv pip compile - --generate-hashes --no-header --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 -o $(VLLM_LOCK_DIR)/requirements-vllm-$(VLLM_VERSION)-amd64.txt
+	echo "vllm==$(VLLM_VERSION)" | uv pip compile - --generate-hashes --no-header --python-version 3.12 \
+	  --python-platform aarch64-manylinux_2_28 -o $(VLLM_LOCK_DIR)/requirements-vllm-$(VLLM_VERSION)-arm64.txt
+
 .PHONY: synth
 synth: lambdas gpuworker-dist $(CDK) ## Synthesize CloudFormation into infra/cdk.out (offline without credentials, or once infra/cdk.context.json holds the zones; cdk-nag runs, a finding fails it)
 	cd $(INFRA_DIR) && $(INFRA_ENV) ./node_modules/.bin/cdk synth --quiet --no-notices -c config=$(INFRA_CONFIG) $(CDK_ARGS)

@@ -184,7 +184,7 @@ func TestWebhookRetriesAndGone(t *testing.T) {
 	gen := submitWithHook(t, st, "sk-lull-dev", wh.ID, "retry me")
 	waitFor(t, time.Minute, "the event after three failures", func() bool { return rc.count() == 1 })
 
-	ds, err := st.Store.ListDeliveries(context.Background(), wh.ID, 10)
+	ds, _, err := st.Store.ListDeliveries(context.Background(), wh.ID, "", 10)
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("deliveries: %v %v", ds, err)
 	}

@@ -25,8 +25,10 @@ type Options struct {
 // and the engine at cfg.VLLMURL (worker.NewEngine). It fails when cfg is
 // invalid (worker.New).
 func New(cfg worker.Config, c *awsclients.Clients, log *slog.Logger, opts Options) (*worker.Worker, error) {
+	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention = cfg.Retention
 	deps := worker.Deps{
-		Generations: dynamodb.New(c.DynamoDB, cfg.Table),
+		Generations: store,
 		Queue:       sqs.New(c.SQS, cfg.QueueURL),
 		Blobs:       s3.New(c.S3, cfg.Bucket),
 		Engine:      worker.NewEngine(cfg),

@@ -67,6 +67,14 @@ type Result struct {
 	Usage lull.Usage
 }
 
+type requestIDKey struct{}
+
+// WithRequestID returns a context whose engine calls carry id in the
+// X-Request-Id header (vLLM logs it; the simulator records it).
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
 // Do runs the request body against endpoint. It removes fields that only
 // lull understands (metadata, stream options) before sending.
 func (c *Client) Do(ctx context.Context, endpoint lull.Endpoint, body []byte) (*Result, error) {
@@ -79,6 +87,9 @@ func (c *Client) Do(ctx context.Context, endpoint lull.Endpoint, body []byte) (*
 		return nil, fmt.Errorf("vllm: build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		req.Header.Set("X-Request-Id", id)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -167,6 +178,8 @@ func (c *Client) rewrite(endpoint lull.Endpoint, body []byte) ([]byte, error) {
 		// lull keeps the response; the engine must not hold a copy.
 		m["store"] = json.RawMessage("false")
 	}
+	delete(m, "priority") // only the worker sets it
+	delete(m, "request_id")
 	if c.Model != "" {
 		m["model"], _ = json.Marshal(c.Model)
 	}
@@ -176,8 +189,15 @@ func (c *Client) rewrite(endpoint lull.Endpoint, body []byte) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// Healthy reports whether the engine's /health answers 200.
+// HealthTimeout bounds one /health call: an engine that accepts the
+// connection and never answers is not healthy.
+const HealthTimeout = 5 * time.Second
+
+// Healthy reports whether the engine's /health answers 200 within
+// HealthTimeout.
 func (c *Client) Healthy(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, HealthTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.baseURL+"/health", nil)
 	if err != nil {
 		return false

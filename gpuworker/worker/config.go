@@ -2,8 +2,10 @@ package worker
 
 import (
 	"errors"
-	"github.com/lull-ai/lull/gpuworker/vllm"
 	"time"
+
+	"github.com/lull-ai/lull/gpuworker/vllm"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Config is everything a GPU worker reads from its environment. The infra
@@ -29,6 +31,8 @@ type Config struct {
 	ScaleInDrainMax   time.Duration `env:"LULL_SCALE_IN_DRAIN_MAX" default:"24h" doc:"longest a scale-in drain (termination lifecycle hook, no deadline) waits for running generations, extending the hook meanwhile; keep under the hook's global timeout (100 heartbeat timeouts, at most 48h). Spot interruptions drain until the notice's deadline"`
 	LifecycleBeat     time.Duration `env:"LULL_LIFECYCLE_HEARTBEAT" default:"5m" doc:"how often a scale-in drain extends the termination lifecycle hook (RecordLifecycleActionHeartbeat); well under the hook's heartbeat timeout"`
 	EngineMaxFailures int           `env:"LULL_ENGINE_MAX_FAILED_STARTS" default:"3" doc:"engine starts in a row that may fail (exit, or no /health within the start timeout) before the worker marks its instance Unhealthy so Auto Scaling replaces it; 0 never does"`
+	Retention         time.Duration `env:"LULL_RETENTION" default:"720h" doc:"how long finished generations are kept (DynamoDB TTL); the same value as every other component's"`
+	AWSTimeout        time.Duration `env:"LULL_AWS_TIMEOUT" default:"30s" doc:"longest one DynamoDB, SQS or S3 call may take (a receive: its 10 s wait plus this); 30s when zero"`
 	Gate              string        `env:"LULL_GATE" default:"fixed" doc:"how the worker decides to take work: fixed (LULL_CONCURRENCY slots), metrics (vLLM /metrics headroom) or queue-depth (budget 1 - waiting/target; for comparison)"`
 	GateTarget        int           `env:"LULL_GATE_TARGET_RUNNING" default:"64" doc:"metrics gate: sequences the engine should run at once (about --max-num-seqs)"`
 	GateReserve       int           `env:"LULL_GATE_RESERVE" default:"0" doc:"metrics gate: sequences always kept free for other (interactive) traffic; the gate keeps at least the recent peak of that traffic free"`
@@ -40,6 +44,10 @@ type Config struct {
 	IMDSInterval      time.Duration `env:"LULL_IMDS_INTERVAL" default:"2s" doc:"how often the metadata service is polled"`
 	ASGName           string        `env:"LULL_ASG_NAME" doc:"Auto Scaling group whose termination lifecycle hook the worker completes after draining"`
 	LifecycleHook     string        `env:"LULL_LIFECYCLE_HOOK" doc:"name of that termination lifecycle hook"`
+	// Limits are checked again on every request before it reaches the
+	// engine, with the API's values (a body stored by an older version or
+	// put on the queue by anything else runs only if it passes).
+	request.Limits
 }
 
 func (c *Config) validate() error {
@@ -49,6 +57,9 @@ func (c *Config) validate() error {
 	}
 	if c.Visibility < 10*time.Second {
 		errs = append(errs, errors.New("LULL_VISIBILITY_TIMEOUT must be at least 10s"))
+	}
+	if c.AWSTimeout < 0 {
+		errs = append(errs, errors.New("LULL_AWS_TIMEOUT must not be negative"))
 	}
 	if c.EngineRetries < 1 {
 		errs = append(errs, errors.New("LULL_ENGINE_RETRIES must be at least 1"))
@@ -64,6 +75,9 @@ func (c *Config) validate() error {
 	}
 	if c.Gate != "fixed" && c.Gate != "metrics" && c.Gate != "queue-depth" {
 		errs = append(errs, errors.New("LULL_GATE must be fixed, metrics or queue-depth"))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/lull-ai/lull/gpuworker/vllm"
 	"github.com/lull-ai/lull/shared/dispatch"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Engine runs one request on the inference engine.
@@ -69,6 +70,12 @@ type Worker struct {
 	// started receives (capacity 1) when a message stops being unstarted.
 	started chan struct{}
 
+	// running holds the IDs of the generations this worker runs now: a
+	// duplicate delivery of one of them waits instead of running it again
+	// (the lease alone does not stop it: the owner is the same).
+	runningMu sync.Mutex
+	running   map[string]bool
+
 	stats Stats
 }
 
@@ -86,6 +93,7 @@ type Stats struct {
 
 // New returns a worker; cfg is validated.
 func New(cfg Config, deps Deps) (*Worker, error) {
+	cfg.AWSTimeout = cmp.Or(cfg.AWSTimeout, 30*time.Second)
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -106,7 +114,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		host, _ := os.Hostname()
 		id = cmp.Or(host, "worker") + "-" + lull.NewID("w")[2:8]
 	}
-	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{}), started: make(chan struct{}, 1)}
+	w := &Worker{cfg: cfg, deps: deps, id: id, drain: make(chan struct{}), started: make(chan struct{}, 1), running: map[string]bool{}}
 	if deps.Gate == nil && cfg.Gate != "fixed" {
 		p := gate.Policy{TargetRunning: cfg.GateTarget, KVHigh: cfg.GateKVHigh, Interval: cfg.GateInterval,
 			Reserve: cfg.GateReserve, ReserveWindow: cfg.GateReserveWindow, EnginePreempts: cfg.GatePreempts}
@@ -204,7 +212,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			break
 		}
-		msgs, err := w.deps.Queue.Receive(ctx, free, 10*time.Second, w.cfg.Visibility)
+		rctx, cancelReceive := context.WithTimeout(ctx, receiveWait+w.cfg.AWSTimeout)
+		msgs, err := w.deps.Queue.Receive(rctx, free, receiveWait, w.cfg.Visibility)
+		cancelReceive()
 		for range free - len(msgs) {
 			<-slots
 		}
@@ -351,10 +361,21 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// receiveWait is how long one receive long-polls.
+const receiveWait = 10 * time.Second
+
+// call bounds one DynamoDB, SQS or S3 call made under ctx: a dependency
+// that accepts the connection and never answers cannot hold a slot, a
+// heartbeat or the drain.
+func (w *Worker) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, w.cfg.AWSTimeout)
+}
+
 // cleanup returns a context for bookkeeping that must happen even when the
-// run context is cancelled (releasing a message, recording a failure).
-func cleanup() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 10*time.Second)
+// run context is cancelled (releasing a message, recording a failure),
+// bounded like every other call.
+func (w *Worker) cleanup() (context.Context, context.CancelFunc) {
+	return w.call(context.Background())
 }
 
 // handle runs one delivery to its end: deleted when the generation is
@@ -389,8 +410,20 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 		return
 	}
 	log = log.With("generation_id", job.GenerationID, "tenant", job.Tenant)
+	if !w.claim(job.GenerationID) {
+		// Another delivery of this generation is being handled here: never
+		// start it a second time (Start would let this worker, the lease
+		// owner, in again). Acknowledge it if terminal, else defer it until
+		// the lease would lapse.
+		log.InfoContext(ctx, "generation already handled here; not starting the duplicate")
+		w.notStartable(ctx, log, m, job)
+		return
+	}
+	defer w.unclaim(job.GenerationID)
 	now := w.deps.Now()
-	g, err := w.deps.Generations.Start(ctx, job.GenerationID, w.id, now, now.Add(w.cfg.Visibility))
+	sctx, cancel := w.call(ctx)
+	g, err := w.deps.Generations.Start(sctx, job.GenerationID, w.id, now, now.Add(w.cfg.Visibility))
+	cancel()
 	if lull.IsConflict(err) {
 		w.notStartable(ctx, log, m, job)
 		return
@@ -407,10 +440,29 @@ func (w *Worker) handle(ctx context.Context, m lull.Message) {
 	w.run(ctx, log, m, job, g, markStarted)
 }
 
+// claim marks id running on this worker; false when it already is.
+func (w *Worker) claim(id string) bool {
+	w.runningMu.Lock()
+	defer w.runningMu.Unlock()
+	if w.running[id] {
+		return false
+	}
+	w.running[id] = true
+	return true
+}
+
+func (w *Worker) unclaim(id string) {
+	w.runningMu.Lock()
+	defer w.runningMu.Unlock()
+	delete(w.running, id)
+}
+
 // notStartable handles a delivery whose generation could not move to
 // in_progress: it is terminal, expired, gone, or leased by a live worker.
 func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Message, job lull.Job) {
-	g, err := w.deps.Generations.Get(ctx, job.GenerationID)
+	gctx, cancel := w.call(ctx)
+	defer cancel()
+	g, err := w.deps.Generations.Get(gctx, job.GenerationID)
 	switch {
 	case lull.IsNotFound(err):
 		log.WarnContext(ctx, "job for unknown generation; dropping")
@@ -423,7 +475,7 @@ func (w *Worker) notStartable(ctx context.Context, log *slog.Logger, m lull.Mess
 		// case the previous handler died between finishing and announcing.
 		w.stats.Skipped.Add(1)
 		log.InfoContext(ctx, "generation already terminal; acknowledging", "status", string(g.Status))
-		if err := w.announce(ctx, g); err != nil {
+		if err := w.announce(gctx, g); err != nil {
 			log.WarnContext(ctx, "re-announce failed; releasing", "err", err)
 			w.release(log, m, 5*time.Second, "")
 			return
@@ -470,14 +522,31 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job 
 	body := []byte(job.Request)
 	if job.RequestKey != "" {
 		var err error
-		if body, err = w.deps.Blobs.Get(runCtx, job.RequestKey); err != nil {
+		bctx, endCall := w.call(runCtx)
+		body, err = w.deps.Blobs.Get(bctx, job.RequestKey)
+		endCall()
+		if err != nil {
 			log.WarnContext(ctx, "cannot load request body; releasing", "err", err)
 			w.release(log, m, 5*time.Second, g.ID)
 			return
 		}
 	}
+	// The engine runs only what passes validation now, re-encoded: never
+	// the stored bytes as such.
+	anyModel := func(string) (lull.Task, bool) {
+		if g.Endpoint == lull.EndpointEmbeddings {
+			return lull.TaskEmbed, true
+		}
+		return lull.TaskGenerate, true
+	}
+	req, err := request.Check(g.Endpoint, body, anyModel, w.cfg.Limits)
+	if err != nil {
+		log.WarnContext(ctx, "stored request fails validation; failing it", "err", err)
+		w.finish(ctx, log, m, g.ID, lull.StatusFailed, lull.Outcome{Failure: &lull.Failure{Code: "invalid_request", Message: lull.ErrorMessage(err)}})
+		return
+	}
 	started(true)
-	res, err := w.callEngine(runCtx, log, g, body)
+	res, err := w.callEngine(vllm.WithRequestID(runCtx, g.ID), log, g, req.Canonical)
 	w.stats.AtEngine.Add(-1)
 	switch {
 	case err == nil:
@@ -497,7 +566,10 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, m lull.Message, job 
 		return
 	}
 	key := lull.OutputKey(g.Tenant, g.ID, g.Attempts)
-	if err := w.deps.Blobs.Put(runCtx, key, res.Body, "application/json"); err != nil {
+	pctx, cancelPut := w.call(runCtx)
+	err = w.deps.Blobs.Put(pctx, key, res.Body, "application/json")
+	cancelPut()
+	if err != nil {
 		log.WarnContext(ctx, "cannot store output; releasing", "err", err)
 		w.release(log, m, 5*time.Second, g.ID)
 		return
@@ -530,7 +602,10 @@ func (w *Worker) callEngine(ctx context.Context, log *slog.Logger, g *lull.Gener
 			return res, err
 		}
 		log.WarnContext(ctx, "transient engine error", "err", err, "try", attempt)
-		if nerr := w.deps.Generations.NoteError(ctx, g.ID, err.Error()); nerr != nil {
+		nctx, endCall := w.call(ctx)
+		nerr := w.deps.Generations.NoteError(nctx, g.ID, err.Error())
+		endCall()
+		if nerr != nil {
 			log.WarnContext(ctx, "cannot record engine error", "err", nerr)
 		}
 		if attempt < w.cfg.EngineRetries {
@@ -552,10 +627,12 @@ func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelFunc, log *
 			return
 		case <-t.C:
 		}
-		if err := w.deps.Queue.SetVisibility(ctx, m.Receipt, w.cfg.Visibility); err != nil && ctx.Err() == nil {
+		vctx, endCall := w.call(ctx)
+		if err := w.deps.Queue.SetVisibility(vctx, m.Receipt, w.cfg.Visibility); err != nil && ctx.Err() == nil {
 			log.WarnContext(ctx, "visibility extension failed", "err", err)
 		}
-		err := w.deps.Generations.Renew(ctx, id, w.id, w.deps.Now().Add(w.cfg.Visibility))
+		err := w.deps.Generations.Renew(vctx, id, w.id, w.deps.Now().Add(w.cfg.Visibility))
+		endCall()
 		if lull.IsConflict(err) {
 			log.WarnContext(ctx, "lease lost; abandoning generation")
 			cancel()
@@ -571,7 +648,7 @@ func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelFunc, log *
 // message. If another path finished the generation first, the message is
 // acknowledged all the same: it is terminal either way.
 func (w *Worker) finish(ctx context.Context, log *slog.Logger, m lull.Message, id string, to lull.Status, out lull.Outcome) {
-	cctx, cancel := cleanup()
+	cctx, cancel := w.cleanup()
 	defer cancel()
 	out.At = w.deps.Now().UTC()
 	out.Announce = true
@@ -627,7 +704,7 @@ func usage(g *lull.Generation) lull.Usage {
 }
 
 func (w *Worker) ack(ctx context.Context, log *slog.Logger, m lull.Message) {
-	cctx, cancel := cleanup()
+	cctx, cancel := w.cleanup()
 	defer cancel()
 	if err := w.deps.Queue.Delete(cctx, m.Receipt); err != nil {
 		log.WarnContext(ctx, "delete failed; a redelivery will be skipped", "err", err)
@@ -637,7 +714,7 @@ func (w *Worker) ack(ctx context.Context, log *slog.Logger, m lull.Message) {
 // release makes the message visible again after d and, when id is set, gives
 // up this worker's lease so the next delivery can start at once.
 func (w *Worker) release(log *slog.Logger, m lull.Message, d time.Duration, id string) {
-	cctx, cancel := cleanup()
+	cctx, cancel := w.cleanup()
 	defer cancel()
 	w.stats.Released.Add(1)
 	if id != "" {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Config is the JSON file the CDK app reads (infra/lull.config.json; see
@@ -38,6 +40,16 @@ type Config struct {
 	HuggingFaceTokenParameter string        `json:"huggingFaceTokenParameter"`
 	DestroyOnRemoval          bool          `json:"destroyOnRemoval"`
 	Models                    []ModelConfig `json:"models"`
+	// Request limits (request.Limits) and concurrency caps; see Props.
+	MaxSequences           int    `json:"maxSequences"`
+	MaxTokens              int    `json:"maxTokens"`
+	RequestExtraFields     string `json:"requestExtraFields"`
+	AllowRemoteMedia       bool   `json:"allowRemoteMedia"`
+	APIReservedConcurrency int    `json:"apiReservedConcurrency"`
+	WebhooksMaxConcurrency int    `json:"webhooksMaxConcurrency"`
+	BatchMaxConcurrency    int    `json:"batchMaxConcurrency"`
+	DLQMaxConcurrency      int    `json:"dlqMaxConcurrency"`
+	VLLMLockDir            string `json:"vllmLockDir"`
 }
 
 // ModelConfig is one entry of Config.Models; see ModelProps.
@@ -55,6 +67,7 @@ type ModelConfig struct {
 	RootVolumeThroughput     int               `json:"rootVolumeThroughput"`
 	RootVolumeIOPS           int               `json:"rootVolumeIops"`
 	WorkerEnv                map[string]string `json:"workerEnv"`
+	UnpinnedVLLM             bool              `json:"unpinnedVllm"`
 }
 
 var retentionDays = map[int]awslogs.RetentionDays{
@@ -109,6 +122,13 @@ func (c Config) Props(buildDir string) (Props, error) {
 		DestroyOnRemoval:          c.DestroyOnRemoval,
 		MaxAZs:                    c.MaxAZs,
 		AvailabilityZones:         c.AvailabilityZones,
+		Limits: request.Limits{MaxSequences: c.MaxSequences, MaxTokens: c.MaxTokens,
+			ExtraFields: c.RequestExtraFields, AllowRemoteMedia: c.AllowRemoteMedia},
+		APIReservedConcurrency: c.APIReservedConcurrency,
+		WebhooksMaxConcurrency: c.WebhooksMaxConcurrency,
+		BatchMaxConcurrency:    c.BatchMaxConcurrency,
+		DLQMaxConcurrency:      c.DLQMaxConcurrency,
+		VLLMLockDir:            c.VLLMLockDir,
 	}
 	if c.BuildDir != "" {
 		p.BuildDir = c.BuildDir

@@ -409,10 +409,10 @@ func TestUserDataBoots(t *testing.T) {
 		for _, want := range []string{
 			"python3 -m pip --version",
 			"dnf install -y gcc", // no compiler on PATH
-			"python3 -m pip install --quiet uv==",
+			"python3 -m pip install --quiet --no-deps --require-hashes -r " + root + "/tmp/lull/uv-requirements.txt",
 			"uv python install 3.12",
 			"uv venv --python 3.12 --python-preference only-managed " + root + "/opt/vllm",
-			"uv pip install --python " + root + "/opt/vllm/bin/python vllm==" + lull.DefaultVLLMVersion,
+			"uv pip install --python " + root + "/opt/vllm/bin/python --require-hashes -r " + root + "/tmp/lull/vllm-requirements.txt",
 			"systemctl enable --now lull-worker.service",
 			"useradd --system",
 		} {

@@ -3,6 +3,7 @@ package lull
 import (
 	"cmp"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -45,6 +46,14 @@ type Fleet struct {
 	// Env is the worker environment written to WorkerEnvFile, by name.
 	Env map[string]*string
 }
+
+// vllmLockFile and uvLockFile name the hash-pinned requirements in
+// Props.VLLMLockDir (`make vllm-lock` writes them; infra/vllm/README.md).
+func vllmLockFile(version, arch string) string {
+	return "requirements-vllm-" + version + "-" + arch + ".txt"
+}
+
+func uvLockFile() string { return "requirements-uv-" + UVVersion + ".txt" }
 
 // amiParameter is the public SSM parameter of the AWS Deep Learning Base
 // OSS Nvidia Driver GPU AMI (Amazon Linux 2023): NVIDIA driver and CUDA,
@@ -111,6 +120,10 @@ func (s *Service) workerEnv(m *Model) map[string]*string {
 		"LULL_LIFECYCLE_HOOK":   jsii.String(LifecycleHookName),
 		"AWS_REGION":            awscdk.Aws_REGION(),
 		"HF_HOME":               jsii.String("/var/lib/lull/huggingface"),
+		"LULL_RETENTION":        jsii.String(fmtDuration(s.props.Retention)),
+	}
+	for k, v := range limitsEnv(s.props.Limits) {
+		env[k] = v
 	}
 	if p.ModelID != p.Name {
 		env["LULL_ENGINE_MODEL"] = jsii.String(p.ModelID)
@@ -126,7 +139,7 @@ func (s *Service) workerEnv(m *Model) map[string]*string {
 // gates receiving on the engine's health, restarts it with backoff and
 // stops it only after draining; KillMode=mixed lets systemd's SIGTERM reach
 // the worker alone so the engine outlives the drain.
-func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.Asset) awsec2.UserData {
+func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.Asset, locks []awss3assets.Asset) awsec2.UserData {
 	ud := awsec2.UserData_ForLinux(&awsec2.LinuxUserDataOptions{Shebang: jsii.String("#!/bin/bash")})
 	add := func(lines ...string) { ud.AddCommands(*jsii.Strings(lines...)...) }
 	add(
@@ -151,13 +164,32 @@ func (s *Service) userData(m *Model, env map[string]*string, worker awss3assets.
 		"# against when the engine first starts; the AMI's python3 may lack them.",
 		"python3 -m pip --version >/dev/null 2>&1 || dnf install -y python3-pip",
 		"command -v gcc >/dev/null || dnf install -y gcc",
-		"python3 -m pip install --quiet 'uv=="+uvVersion+"'",
+	)
+	// Every package, vLLM's dependencies included, pinned by hash (`make
+	// vllm-lock`): a changed or substituted file fails the boot. Without
+	// locks (ModelProps.UnpinnedVLLM), whatever PyPI serves under these names.
+	if locks == nil {
+		add("python3 -m pip install --quiet 'uv==" + UVVersion + "'")
+	} else {
+		uvLock := ud.AddS3DownloadCommand(&awsec2.S3DownloadOptions{Bucket: locks[0].Bucket(), BucketKey: locks[0].S3ObjectKey(),
+			LocalFile: jsii.String("/tmp/lull/uv-requirements.txt"), Region: awscdk.Aws_REGION()})
+		add("python3 -m pip install --quiet --no-deps --require-hashes -r " + *uvLock)
+	}
+	add(
 		"export UV_PYTHON_INSTALL_DIR=/opt/uv/python",
 		"echo 'lull: installing Python "+pythonVersion+" and vLLM'",
 		"uv python install "+pythonVersion,
 		"uv venv --python "+pythonVersion+" --python-preference only-managed "+vllmVenv,
 		"test -f \"$("+vllmVenv+"/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"include\"])')/Python.h\"",
-		"uv pip install --python "+vllmVenv+"/bin/python 'vllm=="+m.Props.VLLMVersion+"'",
+	)
+	if locks == nil {
+		add("uv pip install --python " + vllmVenv + "/bin/python 'vllm==" + m.Props.VLLMVersion + "'")
+	} else {
+		vllmLock := ud.AddS3DownloadCommand(&awsec2.S3DownloadOptions{Bucket: locks[1].Bucket(), BucketKey: locks[1].S3ObjectKey(),
+			LocalFile: jsii.String("/tmp/lull/vllm-requirements.txt"), Region: awscdk.Aws_REGION()})
+		add("uv pip install --python " + vllmVenv + "/bin/python --require-hashes -r " + *vllmLock)
+	}
+	add(
 		"install -d -m 0750 -o root -g lull /etc/lull",
 		"umask 027",
 	)
@@ -221,7 +253,10 @@ func (s *Service) fleet(m *Model) {
 	for _, st := range []awsiam.PolicyStatement{
 		statement([]string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}, m.Queue.QueueArn()),
 		statement([]string{"sqs:SendMessage"}, s.Events.QueueArn()),
-		statement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}, s.Table.TableArn()),
+		// Generations only (dynamodb:LeadingKeys), and no PutItem: the
+		// worker updates the generations it runs, with conditions; it cannot
+		// create any item (an API key, say) nor read any other kind.
+		s.tableStatement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, "GEN#"),
 		statement([]string{"s3:GetObject"}, s.objects(prefixInputs)),
 		statement([]string{"s3:PutObject"}, s.objects(prefixOutputs)),
 		// Drain: extend and complete the termination hook; a worker whose
@@ -242,7 +277,19 @@ func (s *Service) fleet(m *Model) {
 		Vpc: s.VPC, Description: jsii.String("lull GPU workers: no inbound, outbound to AWS APIs, PyPI and Hugging Face"),
 		AllowAllOutbound: jsii.Bool(true),
 	})
-	ud := s.userData(m, env, worker)
+	var locks []awss3assets.Asset
+	if !p.UnpinnedVLLM {
+		for i, f := range []string{uvLockFile(), vllmLockFile(p.VLLMVersion, arch)} {
+			lock := awss3assets.NewAsset(s.scope, jsii.String(fmt.Sprintf("%sLock%d", id, i)), &awss3assets.AssetProps{
+				Path: jsii.String(filepath.Join(s.props.VLLMLockDir, f))})
+			role.AddToPolicy(statement([]string{"s3:GetObject"}, lock.Bucket().ArnForObjects(lock.S3ObjectKey())))
+			locks = append(locks, lock)
+		}
+	} else {
+		awscdk.Annotations_Of(s.scope).AddWarningV2(jsii.String("lull:UnpinnedVLLM"), jsii.String(
+			"Models["+p.Name+"].UnpinnedVLLM: the GPU instances install vLLM "+p.VLLMVersion+" from PyPI without hashes; run `make vllm-lock` and drop UnpinnedVLLM"))
+	}
+	ud := s.userData(m, env, worker, locks)
 	lt := awsec2.NewLaunchTemplate(s.scope, jsii.String(id+"LaunchTemplate"), &awsec2.LaunchTemplateProps{
 		MachineImage: awsec2.MachineImage_FromSsmParameter(jsii.String(amiParameter(arch)), &awsec2.SsmParameterImageOptions{
 			Os: awsec2.OperatingSystemType_LINUX}),

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
@@ -99,8 +100,10 @@ func placeholders(dir string) error {
 		paths = append(paths, filepath.Join(dir, "lambda", n, "bootstrap"))
 	}
 	for _, a := range []string{"amd64", "arm64"} {
-		paths = append(paths, filepath.Join(dir, "gpuworker", "linux-"+a, "gpuworker"))
+		paths = append(paths, filepath.Join(dir, "gpuworker", "linux-"+a, "gpuworker"),
+			filepath.Join(dir, "vllm", "requirements-vllm-"+lull.DefaultVLLMVersion+"-"+a+".txt"))
 	}
+	paths = append(paths, filepath.Join(dir, "vllm", "requirements-uv-"+lull.UVVersion+".txt"))
 	for _, p := range paths {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
@@ -509,7 +512,7 @@ func TestWorkerEnvironmentMatchesConfig(t *testing.T) {
 			}
 			for _, want := range []string{
 				"EnvironmentFile=" + lull.WorkerEnvFile, "KillMode=mixed", "ExecStart=/opt/lull/bin/gpuworker",
-				"systemctl enable --now lull-worker.service", "uv pip install", "'vllm==" + lull.DefaultVLLMVersion + "'",
+				"systemctl enable --now lull-worker.service", "uv pip install", "--require-hashes -r /tmp/lull/vllm-requirements.txt",
 				"aws s3 cp", "HF_TOKEN=", "--name '/lull/hf-token'", "shutdown -h +3' ERR",
 			} {
 				if !strings.Contains(ud, want) {
@@ -613,7 +616,7 @@ func TestWorkerRole(t *testing.T) {
 			}{
 				{`^\$\{` + q.ID + `\.Arn\}$`, []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}},
 				{`^\$\{` + events.ID + `\.Arn\}$`, []string{"sqs:SendMessage"}},
-				{`^\$\{LullTable[0-9A-F]+\.Arn\}$`, []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}},
+				{`^\$\{LullTable[0-9A-F]+\.Arn\}$`, []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}},
 				{`^\$\{LullBucket[0-9A-F]+\.Arn\}/inputs/\*$`, []string{"s3:GetObject"}},
 				{`^\$\{LullBucket[0-9A-F]+\.Arn\}/outputs/\*$`, []string{"s3:PutObject"}},
 				{`:autoScalingGroup:\*:autoScalingGroupName/\$\{AWS::StackName\}-gpu-` + lull.Slug(name) + `$`,
@@ -1074,6 +1077,11 @@ func TestValidate(t *testing.T) {
 		{"SameSlug", func(p *lull.Props) { p.Models[1].Name = "Qwen 7B" }, "share the slug"},
 		{"Bounds", func(p *lull.Props) { p.Models[0].MinInstances = 5 }, "MinInstances"},
 		{"LongWindow", func(p *lull.Props) { p.MaxCompletionWindow = 15 * 24 * 3600e9 }, "MaxCompletionWindow"},
+		// Issue 13 c: retention shorter than the longest wait is refused.
+		{"RetentionUnderWindow", func(p *lull.Props) { p.Retention, p.MaxCompletionWindow = 48*time.Hour, 72*time.Hour }, "Retention 48h0m0s is shorter than MaxCompletionWindow"},
+		{"FileRetentionUnderWindow", func(p *lull.Props) { p.FileRetention = 48 * time.Hour }, "FileRetention 48h0m0s is shorter than MaxCompletionWindow"},
+		{"LimitsPriority", func(p *lull.Props) { p.Limits.ExtraFields = "priority" }, "cannot be passed through"},
+		{"MaxConcurrency", func(p *lull.Props) { p.WebhooksMaxConcurrency = 1 }, "WebhooksMaxConcurrency 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := good
@@ -1085,7 +1093,7 @@ func TestValidate(t *testing.T) {
 		})
 	}
 	if _, err := lull.NewService(nil, "x", lull.Props{Models: good.Models, BuildDir: t.TempDir()}); err == nil ||
-		!strings.Contains(err.Error(), "make lambdas gpuworker-dist") {
+		!strings.Contains(err.Error(), "make lambdas gpuworker-dist vllm-lock") || !strings.Contains(err.Error(), "requirements-vllm-") {
 		t.Fatalf("missing artifacts: %v", err)
 	}
 }
@@ -1119,5 +1127,222 @@ func TestExampleConfig(t *testing.T) {
 	os.WriteFile(bad, []byte(`{"modles": []}`), 0o644)
 	if _, err := lull.ReadConfig(bad); err == nil || !strings.Contains(err.Error(), "modles") {
 		t.Fatalf("unknown field: %v", err)
+	}
+}
+
+// tableStatements returns the statements of roleID on the table itself
+// (not its indexes) and whether one grants action.
+func tableStatements(roleID string) []stmt {
+	var out []stmt
+	for _, s := range statementsOf(roleID) {
+		for _, r := range s.Resources {
+			if regexp.MustCompile(`^\$\{LullTable[0-9A-F]+\.Arn\}$`).MatchString(r) {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// leadingKeys returns the dynamodb:LeadingKeys patterns of a statement's
+// ForAllValues:StringLike condition, or nil.
+func leadingKeys(s stmt) []string {
+	c, _ := s.Condition.(map[string]any)
+	like, _ := c["ForAllValues:StringLike"].(map[string]any)
+	var out []string
+	for _, v := range asList(like["dynamodb:LeadingKeys"]) {
+		if p, ok := v.(string); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func roleOfFunction(t *testing.T, name string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(render(functionByName(t, name).Props["Role"]), "${"), ".Arn}")
+}
+
+func workerRoleIDs(t *testing.T) []string {
+	var ids []string
+	for _, r := range resources("AWS::IAM::Role") {
+		if strings.HasPrefix(render(r.Props["Description"]), "lull GPU worker for ") {
+			ids = append(ids, r.ID)
+		}
+	}
+	if len(ids) != len(fixture.Models) {
+		t.Fatalf("%d worker roles, want %d", len(ids), len(fixture.Models))
+	}
+	return ids
+}
+
+// TestLeastPrivilege holds issue 13 f: every role but the API's reaches
+// only the kinds of items its code touches (dynamodb:LeadingKeys on every
+// table statement), none of them API keys (KEY#); the GPU workers may only
+// read and update generations: no PutItem, no other kind of item.
+func TestLeastPrivilege(t *testing.T) {
+	want := map[string][]string{
+		"webhooks": {"WH#*", "GEN#*", "BATCH#*"}, "batch": {"BATCH#*", "FILE#*", "GEN#*"},
+		"scaler": {"GEN#*", "WH#*"}, "dlq": {"GEN#*", "BATCH#*"},
+	}
+	roles := map[string]string{}
+	for name := range want {
+		roles[name] = roleOfFunction(t, name)
+	}
+	for i, id := range workerRoleIDs(t) {
+		name := fmt.Sprintf("worker%d", i)
+		roles[name], want[name] = id, []string{"GEN#*"}
+	}
+	for name, id := range roles {
+		t.Run(name, func(t *testing.T) {
+			sts := tableStatements(id)
+			if len(sts) == 0 {
+				t.Fatal("no table statement")
+			}
+			for _, s := range sts {
+				got := leadingKeys(s)
+				if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want[name]))) {
+					t.Errorf("%v on the table under LeadingKeys %v, want %v", s.Actions, got, want[name])
+				}
+				if slices.Contains(got, "KEY#*") || slices.Contains(got, "*") {
+					t.Errorf("reaches API keys: %v", got)
+				}
+				if strings.HasPrefix(name, "worker") {
+					for _, a := range s.Actions {
+						if a != "dynamodb:GetItem" && a != "dynamodb:UpdateItem" {
+							t.Errorf("worker may %s", a)
+						}
+					}
+				}
+			}
+		})
+	}
+	// Only the API reads API keys: its table statement is the one without
+	// a condition.
+	for _, s := range tableStatements(roleOfFunction(t, "api")) {
+		if s.Condition != nil || !slices.Contains(s.Actions, "dynamodb:GetItem") {
+			t.Errorf("API table statement %+v", s)
+		}
+	}
+}
+
+// TestSecretsKey holds issue 13 f: webhook secrets are sealed with a KMS
+// key (rotation on) whose policy lets the account administer it but not use
+// it; only the API's role may encrypt and decrypt, only the webhook
+// dispatcher's decrypt, both under lull's encryption context; no other role
+// has KMS permissions; both Lambdas are told the key.
+func TestSecretsKey(t *testing.T) {
+	keys := resources("AWS::KMS::Key")
+	if len(keys) != 1 {
+		t.Fatalf("%d KMS keys, want 1", len(keys))
+	}
+	key := keys[0]
+	if key.Props["EnableKeyRotation"] != true {
+		t.Error("key rotation is off")
+	}
+	api, hooks := roleOfFunction(t, "api"), roleOfFunction(t, "webhooks")
+	use := []string{"kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey*", "kms:GenerateDataKey", "kms:*"}
+	users := map[string][]string{}
+	for _, s := range get(key.Props, "KeyPolicy", "Statement").([]any) {
+		s := s.(map[string]any)
+		principal := render(get(s, "Principal", "AWS"))
+		var actions []string
+		for _, a := range asList(s["Action"]) {
+			actions = append(actions, a.(string))
+		}
+		for _, a := range actions {
+			if !slices.Contains(use, a) {
+				continue
+			}
+			users[principal] = append(users[principal], a)
+			if get(s, "Condition", "StringEquals", "kms:EncryptionContext:lull:purpose") != "webhook-secret" {
+				t.Errorf("%s may %s without lull's encryption context", principal, a)
+			}
+		}
+	}
+	if len(users) != 2 || !slices.Equal(users["${"+api+".Arn}"], []string{"kms:Encrypt", "kms:Decrypt"}) ||
+		!slices.Equal(users["${"+hooks+".Arn}"], []string{"kms:Decrypt"}) {
+		t.Errorf("the key may be used by %v; want the API (Encrypt, Decrypt) and the webhooks Lambda (Decrypt) only", users)
+	}
+	for _, r := range resources("AWS::IAM::Role") {
+		if r.ID == api || r.ID == hooks {
+			continue
+		}
+		for _, s := range statementsOf(r.ID) {
+			for _, a := range s.Actions {
+				if strings.HasPrefix(a, "kms:") {
+					t.Errorf("role %s may %s", r.ID, a)
+				}
+			}
+		}
+	}
+	for _, name := range []string{"api", "webhooks"} {
+		env := get(functionByName(t, name).Props, "Environment", "Variables").(map[string]any)
+		if got := render(env["LULL_SECRETS_KEY"]); got != "${"+key.ID+".Arn}" {
+			t.Errorf("%s: LULL_SECRETS_KEY = %q, want the key's ARN", name, got)
+		}
+	}
+}
+
+// TestBlastRadius holds issue 13 e: the API Lambda keeps reserved
+// concurrency and every SQS event source has a maximum concurrency, so a
+// backlog of slow webhook receivers (or batches) queues up instead of
+// taking the account's concurrency from the API.
+func TestBlastRadius(t *testing.T) {
+	if got := functionByName(t, "api").Props["ReservedConcurrentExecutions"]; got != float64(100) {
+		t.Errorf("API reserved concurrency = %v, want 100", got)
+	}
+	want := map[string]float64{roleOfFunction(t, "webhooks"): 20, roleOfFunction(t, "batch"): 5, roleOfFunction(t, "dlq"): 2}
+	fnRole := map[string]string{}
+	for _, name := range lull.LambdaNames {
+		f := functionByName(t, name)
+		fnRole["${"+f.ID+"}"] = roleOfFunction(t, name)
+	}
+	maps := resources("AWS::Lambda::EventSourceMapping")
+	if len(maps) == 0 {
+		t.Fatal("no event source mappings")
+	}
+	for _, m := range maps {
+		role := fnRole[render(m.Props["FunctionName"])]
+		got := get(m.Props, "ScalingConfig", "MaximumConcurrency")
+		if got == nil || got != want[role] {
+			t.Errorf("event source %s (role %s): maximum concurrency %v, want %v", m.ID, role, got, want[role])
+		}
+	}
+}
+
+// TestRetentionAgrees holds issue 13 c: every component gets the same
+// LULL_RETENTION and LULL_FILE_RETENTION (the DynamoDB TTL of what it
+// writes), and the S3 lifecycle keeps each kind of object at least a day
+// longer than the item that points to it: inputs the longest window plus
+// Retention, outputs Retention, files FileRetention, upload parts two days
+// (their item: one).
+func TestRetentionAgrees(t *testing.T) {
+	const retention, window = 720, 168 // hours: the fixture's defaults
+	for _, name := range lull.LambdaNames {
+		env := get(functionByName(t, name).Props, "Environment", "Variables").(map[string]any)
+		if env["LULL_RETENTION"] != fmt.Sprintf("%dh", retention) || env["LULL_FILE_RETENTION"] != fmt.Sprintf("%dh", retention) {
+			t.Errorf("%s: LULL_RETENTION %v, LULL_FILE_RETENTION %v", name, env["LULL_RETENTION"], env["LULL_FILE_RETENTION"])
+		}
+	}
+	for name, ud := range launchTemplates(t) {
+		if !strings.Contains(ud, fmt.Sprintf(`LULL_RETENTION="%dh"`, retention)) {
+			t.Errorf("worker of %s: no LULL_RETENTION=%dh", name, retention)
+		}
+	}
+	buckets := resources("AWS::S3::Bucket")
+	rules := map[string]float64{}
+	for _, b := range buckets {
+		for _, r := range asList(get(b.Props, "LifecycleConfiguration", "Rules")) {
+			r, _ := r.(map[string]any)
+			if id, ok := r["Id"].(string); ok {
+				rules[id], _ = r["ExpirationInDays"].(float64)
+			}
+		}
+	}
+	for id, min := range map[string]float64{"inputs": (window+retention)/24 + 1, "outputs": retention/24 + 1, "files": retention/24 + 1, "uploads": 2} {
+		if rules[id] < min {
+			t.Errorf("S3 lifecycle %q keeps objects %v days, want at least %v", id, rules[id], min)
+		}
 	}
 }

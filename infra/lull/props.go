@@ -13,6 +13,7 @@ package lull
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/lull-ai/lull/gpuworker/worker"
 	"github.com/lull-ai/lull/lambdas/scaler/backlog"
 	"github.com/lull-ai/lull/shared/envconfig"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Props configures a lull deployment. Zero values take the documented
@@ -91,6 +93,29 @@ type Props struct {
 	// DestroyOnRemoval deletes the table and the bucket when the stack is
 	// deleted (the bucket must be empty). Off: both are retained.
 	DestroyOnRemoval bool
+
+	// Limits bound what one request may ask of the engine; the API, the
+	// batch Lambda and every worker get the same values (zero fields:
+	// request.DefaultLimits).
+	Limits request.Limits
+
+	// APIReservedConcurrency reserves this many concurrent executions for
+	// the API Lambda, so that no other Lambda of the account (a burst of
+	// slow webhook receivers, a batch) can starve it; 100 when zero, -1
+	// reserves none. It must stay below the account's concurrency limit
+	// minus 100 (AWS keeps 100 unreserved).
+	APIReservedConcurrency int
+	// WebhooksMaxConcurrency, BatchMaxConcurrency and DLQMaxConcurrency cap
+	// the concurrent invocations each SQS event source may start (2 to
+	// 1000); 20, 5 and 2 when zero.
+	WebhooksMaxConcurrency int
+	BatchMaxConcurrency    int
+	DLQMaxConcurrency      int
+
+	// VLLMLockDir holds the hash-pinned requirements the GPU instances
+	// install vLLM from, requirements-<version>-<arch>.txt (`make
+	// vllm-lock`); BuildDir/vllm when empty.
+	VLLMLockDir string
 }
 
 // DomainProps is a custom domain for the HTTP API.
@@ -146,6 +171,11 @@ type ModelProps struct {
 	// LULL_GATE_TARGET_RUNNING); any name worker.Config does not read is an
 	// error.
 	WorkerEnv map[string]string
+	// UnpinnedVLLM installs vLLM from PyPI by version alone, without the
+	// hash-pinned lock file (Props.VLLMLockDir): anything PyPI serves under
+	// those names then runs on the GPU hosts. Off by default; the synth
+	// warns when it is on.
+	UnpinnedVLLM bool
 }
 
 // DefaultVLLMVersion is the vLLM release the fleet installs unless a model
@@ -170,8 +200,9 @@ const (
 	maxAZs = 16
 )
 
-// uvVersion is the uv release the user data installs vLLM with.
-const uvVersion = "0.13.8"
+// UVVersion is the uv release the user data installs vLLM with (its lock
+// file is requirements-uv-<UVVersion>.txt).
+const UVVersion = "0.13.8"
 
 // LambdaNames lists the Lambdas; the code of each is BuildDir/lambda/<name>/bootstrap.
 var LambdaNames = []string{"api", "webhooks", "batch", "scaler", "dlq"}
@@ -198,6 +229,22 @@ func (p Props) withDefaults() Props {
 	}
 	if p.ThrottleBurst == 0 {
 		p.ThrottleBurst = 200
+	}
+	p.Limits = p.Limits.WithDefaults()
+	if p.APIReservedConcurrency == 0 {
+		p.APIReservedConcurrency = 100
+	}
+	if p.WebhooksMaxConcurrency == 0 {
+		p.WebhooksMaxConcurrency = 20
+	}
+	if p.BatchMaxConcurrency == 0 {
+		p.BatchMaxConcurrency = 5
+	}
+	if p.DLQMaxConcurrency == 0 {
+		p.DLQMaxConcurrency = 2
+	}
+	if p.VLLMLockDir == "" && p.BuildDir != "" {
+		p.VLLMLockDir = filepath.Join(p.BuildDir, "vllm")
 	}
 	models := make([]ModelProps, len(p.Models))
 	for i, m := range p.Models {
@@ -236,7 +283,8 @@ var (
 	graviton    = regexp.MustCompile(`^[a-z]+[0-9]+[a-z]*g[a-z]*$`)
 	versionRe   = regexp.MustCompile(`^[0-9][0-9A-Za-z.+-]*$`)
 	managedVars = []string{"LULL_MODEL", "LULL_QUEUE_URL", "LULL_EVENTS_QUEUE_URL", "LULL_TABLE", "LULL_BUCKET",
-		"LULL_VLLM_COMMAND", "LULL_ENGINE_MODEL", "LULL_IMDS_URL", "LULL_ASG_NAME", "LULL_LIFECYCLE_HOOK"}
+		"LULL_VLLM_COMMAND", "LULL_ENGINE_MODEL", "LULL_IMDS_URL", "LULL_ASG_NAME", "LULL_LIFECYCLE_HOOK",
+		"LULL_RETENTION", "LULL_MAX_SEQUENCES", "LULL_MAX_TOKENS", "LULL_REQUEST_EXTRA_FIELDS", "LULL_ALLOW_REMOTE_MEDIA"}
 )
 
 // Validate reports every invalid field of p (after defaults), or nil.
@@ -258,6 +306,25 @@ func (p Props) Validate() error {
 	}
 	if p.Retention < 24*time.Hour || p.FileRetention < 24*time.Hour {
 		bad("Retention and FileRetention must be at least 24h")
+	}
+	// A finished request must stay readable at least as long as a client
+	// may have waited for it, and a batch's files as long as it may run.
+	if p.Retention < p.MaxCompletionWindow {
+		bad("Retention %s is shorter than MaxCompletionWindow %s: a result could expire before a client that waited the whole window reads it", p.Retention, p.MaxCompletionWindow)
+	}
+	if p.FileRetention < p.MaxCompletionWindow {
+		bad("FileRetention %s is shorter than MaxCompletionWindow %s: a batch's input file could expire while the batch may still run", p.FileRetention, p.MaxCompletionWindow)
+	}
+	if err := p.Limits.Validate(); err != nil {
+		bad("Limits: %v", err)
+	}
+	if p.APIReservedConcurrency < -1 || p.APIReservedConcurrency > 10000 {
+		bad("APIReservedConcurrency %d: -1 (none) or 1 to 10000", p.APIReservedConcurrency)
+	}
+	for name, v := range map[string]int{"WebhooksMaxConcurrency": p.WebhooksMaxConcurrency, "BatchMaxConcurrency": p.BatchMaxConcurrency, "DLQMaxConcurrency": p.DLQMaxConcurrency} {
+		if v < 2 || v > 1000 {
+			bad("%s %d: SQS event sources take 2 to 1000", name, v)
+		}
 	}
 	if p.Domain != nil && (p.Domain.Name == "" || p.Domain.CertificateArn == "") {
 		bad("Domain: Name and CertificateArn are both required")

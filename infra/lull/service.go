@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
@@ -26,6 +28,9 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Queue settings shared by every queue pair.
@@ -54,16 +59,19 @@ var lambdaTimeouts = map[string]time.Duration{
 // callers that extend it (extra alarms, permissions, outputs).
 type Service struct {
 	constructs.Construct
-	Table       awsdynamodb.Table
-	Bucket      awss3.Bucket
-	Events      awssqs.Queue
-	EventsDLQ   awssqs.Queue
-	Batch       awssqs.Queue
-	BatchDLQ    awssqs.Queue
-	API         awsapigatewayv2.HttpApi
-	Functions   map[string]awslambda.Function // by LambdaNames
-	Models      map[string]*Model             // by model name
-	AlarmTopic  awssns.Topic
+	Table      awsdynamodb.Table
+	Bucket     awss3.Bucket
+	Events     awssqs.Queue
+	EventsDLQ  awssqs.Queue
+	Batch      awssqs.Queue
+	BatchDLQ   awssqs.Queue
+	API        awsapigatewayv2.HttpApi
+	Functions  map[string]awslambda.Function // by LambdaNames
+	Models     map[string]*Model             // by model name
+	AlarmTopic awssns.Topic
+	// SecretsKey seals webhook secrets; only the API and the webhook
+	// dispatcher may use it.
+	SecretsKey  awskms.Key
 	VPC         awsec2.IVpc
 	props       Props
 	scope       constructs.Construct
@@ -140,9 +148,19 @@ func checkArtifacts(p Props) error {
 			missing = append(missing, filepath.Join("gpuworker", "linux-"+arch, "gpuworker"))
 		}
 	}
+	for _, m := range p.Models {
+		if m.UnpinnedVLLM {
+			continue
+		}
+		for _, f := range []string{uvLockFile(), vllmLockFile(m.VLLMVersion, Arch(m.InstanceTypes[0]))} {
+			if _, err := os.Stat(filepath.Join(p.VLLMLockDir, f)); err != nil && !slices.Contains(missing, filepath.Join(p.VLLMLockDir, f)) {
+				missing = append(missing, filepath.Join(p.VLLMLockDir, f))
+			}
+		}
+	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return fmt.Errorf("lull: missing build artifacts under %s (run `make lambdas gpuworker-dist`): %s", p.BuildDir, strings.Join(missing, ", "))
+		return fmt.Errorf("lull: missing build artifacts under %s (run `make lambdas gpuworker-dist vllm-lock`): %s", p.BuildDir, strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -185,8 +203,13 @@ func (s *Service) storage() {
 			Expiration:                          awscdk.Duration_Days(jsii.Number(days(keep))),
 			AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(1))}
 	}
-	// Objects outlive the generation item that points to them by a day, so
-	// a GET never finds the item without its body.
+	// Objects outlive the item that points to them by a day, so a GET never
+	// finds the item without its body. An input is written when a request
+	// is accepted; its item lives until the request ends (within the
+	// longest completion window) plus Retention. An output is written when
+	// the request ends; its item lives Retention more. (DynamoDB TTL:
+	// shared/dynamodb, from the same LULL_RETENTION every component reads.)
+	keepInputs := s.props.MaxCompletionWindow + s.props.Retention + 24*time.Hour
 	keep := s.props.Retention + 24*time.Hour
 	s.Bucket = awss3.NewBucket(s.scope, jsii.String("Bucket"), &awss3.BucketProps{
 		Encryption:        awss3.BucketEncryption_S3_MANAGED,
@@ -196,7 +219,7 @@ func (s *Service) storage() {
 		Versioned:         jsii.Bool(false),
 		LifecycleRules: &[]*awss3.LifecycleRule{
 			// Request bodies too large to travel inline.
-			rule("inputs", prefixInputs, keep),
+			rule("inputs", prefixInputs, keepInputs),
 			// Generation responses written by the workers.
 			rule("outputs", prefixOutputs, keep),
 			// Batch API files (input JSONL, output and error files).
@@ -334,14 +357,17 @@ func fmtDuration(d time.Duration) string {
 // variables its settings struct declares (see lull_test.go).
 func (s *Service) environments(publicURL *string) map[string]map[string]*string {
 	p := s.props
-	storage := map[string]*string{"LULL_TABLE": s.Table.TableName(), "LULL_BUCKET": s.Bucket.BucketName()}
-	with := func(extra map[string]*string) map[string]*string {
+	storage := map[string]*string{"LULL_TABLE": s.Table.TableName(), "LULL_BUCKET": s.Bucket.BucketName(),
+		"LULL_RETENTION": jsii.String(fmtDuration(p.Retention)), "LULL_FILE_RETENTION": jsii.String(fmtDuration(p.FileRetention))}
+	with := func(extras ...map[string]*string) map[string]*string {
 		out := map[string]*string{}
 		for k, v := range storage {
 			out[k] = v
 		}
-		for k, v := range extra {
-			out[k] = v
+		for _, extra := range extras {
+			for k, v := range extra {
+				out[k] = v
+			}
 		}
 		return out
 	}
@@ -351,8 +377,7 @@ func (s *Service) environments(publicURL *string) map[string]map[string]*string 
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 			"LULL_DEFAULT_COMPLETION_WINDOW": jsii.String(fmtDuration(p.DefaultCompletionWindow)),
 			"LULL_MAX_COMPLETION_WINDOW":     jsii.String(fmtDuration(p.MaxCompletionWindow)),
-			"LULL_RETENTION":                 jsii.String(fmtDuration(p.Retention)),
-		})),
+		}), limitsEnv(p.Limits)),
 		"webhooks": with(map[string]*string{
 			"LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 			"LULL_WEBHOOK_TIMEOUT": jsii.String("10s"),
@@ -360,13 +385,29 @@ func (s *Service) environments(publicURL *string) map[string]map[string]*string 
 		}),
 		"batch": with(s.withModelTasks(map[string]*string{
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
-		})),
+		}), limitsEnv(p.Limits)),
 		"scaler": with(map[string]*string{
 			"LULL_MODEL_QUEUES": queues, "LULL_EVENTS_QUEUE_URL": events, "LULL_BATCH_QUEUE_URL": batch,
 			"LULL_METRIC_NAMESPACE": jsii.String(p.MetricNamespace), "LULL_ASG_NAMES": s.asgNamesJSON(),
 		}),
 		"dlq": with(map[string]*string{"LULL_EVENTS_QUEUE_URL": events, "LULL_MODEL_QUEUES": queues}),
 	}
+}
+
+// limitsEnv is the request limits' environment (request.Limits), the same
+// for the API, the batch Lambda and every worker.
+func limitsEnv(l request.Limits) map[string]*string {
+	env := map[string]*string{
+		"LULL_MAX_SEQUENCES": jsii.String(fmt.Sprint(l.MaxSequences)),
+		"LULL_MAX_TOKENS":    jsii.String(fmt.Sprint(l.MaxTokens)),
+	}
+	if l.ExtraFields != "" {
+		env["LULL_REQUEST_EXTRA_FIELDS"] = jsii.String(l.ExtraFields)
+	}
+	if l.AllowRemoteMedia {
+		env["LULL_ALLOW_REMOTE_MEDIA"] = jsii.String("true")
+	}
+	return env
 }
 
 // publicURL is the API's base URL: the custom domain when there is one.
@@ -396,23 +437,29 @@ func (s *Service) lambdas() {
 	for _, name := range LambdaNames {
 		s.Functions[name] = s.function(name, s.functionEnv[name])
 	}
+	s.secretsKey()
 	s.grants()
 
-	src := func(q awssqs.Queue, batch int, window time.Duration) awslambda.IEventSource {
+	// Every SQS event source has a maximum concurrency: a backlog (slow
+	// webhook receivers, a burst of batches) grows the queue, not the
+	// account's concurrency, which the API keeps a reserve of.
+	src := func(q awssqs.Queue, batch int, window time.Duration, maxConcurrency int) awslambda.IEventSource {
 		return awslambdaeventsources.NewSqsEventSource(q, &awslambdaeventsources.SqsEventSourceProps{
 			BatchSize: jsii.Number(batch), ReportBatchItemFailures: jsii.Bool(true),
 			MaxBatchingWindow: awscdk.Duration_Seconds(jsii.Number(window.Seconds())),
+			MaxConcurrency:    jsii.Number(float64(maxConcurrency)),
 		})
 	}
-	s.Functions["webhooks"].AddEventSource(src(s.Events, 10, time.Second))
-	s.Functions["batch"].AddEventSource(src(s.Batch, 1, 0))
+	p := s.props
+	s.Functions["webhooks"].AddEventSource(src(s.Events, 10, time.Second, p.WebhooksMaxConcurrency))
+	s.Functions["batch"].AddEventSource(src(s.Batch, 1, 0, p.BatchMaxConcurrency))
 	for _, name := range s.modelNames() {
-		s.Functions["dlq"].AddEventSource(src(s.Models[name].DLQ, 10, 0))
+		s.Functions["dlq"].AddEventSource(src(s.Models[name].DLQ, 10, 0, p.DLQMaxConcurrency))
 	}
 	// A batch job that exhausted its receives fails its batch; an event
 	// that exhausted its receives is sent back to the events queue.
-	s.Functions["dlq"].AddEventSource(src(s.BatchDLQ, 10, 0))
-	s.Functions["dlq"].AddEventSource(src(s.EventsDLQ, 10, 0))
+	s.Functions["dlq"].AddEventSource(src(s.BatchDLQ, 10, 0, p.DLQMaxConcurrency))
+	s.Functions["dlq"].AddEventSource(src(s.EventsDLQ, 10, 0, p.DLQMaxConcurrency))
 	rule := awsevents.NewRule(s.scope, jsii.String("ScalerSchedule"), &awsevents.RuleProps{
 		Description: jsii.String("lull scaler: backlog metric, expiry sweep, re-enqueue"),
 		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
@@ -465,20 +512,26 @@ func (s *Service) function(name string, env map[string]*string) awslambda.Functi
 	if name == "scaler" {
 		retries = jsii.Number(0)
 	}
+	var reserved *float64
+	if name == "api" && s.props.APIReservedConcurrency > 0 {
+		// The API keeps capacity whatever the other Lambdas of the account do.
+		reserved = jsii.Number(float64(s.props.APIReservedConcurrency))
+	}
 	return awslambda.NewFunction(s.scope, jsii.String(id+"Function"), &awslambda.FunctionProps{
-		RetryAttempts:        retries,
-		EphemeralStorageSize: awscdk.Size_Mebibytes(jsii.Number(storage)),
-		Description:          jsii.String("lull " + name),
-		Runtime:              awslambda.Runtime_PROVIDED_AL2023(),
-		Architecture:         awslambda.Architecture_ARM_64(),
-		Handler:              jsii.String("bootstrap"),
-		Code:                 awslambda.Code_FromAsset(jsii.String(filepath.Join(s.props.BuildDir, "lambda", name)), nil),
-		MemorySize:           jsii.Number(memory),
-		Timeout:              awscdk.Duration_Seconds(jsii.Number(lambdaTimeouts[name].Seconds())),
-		Environment:          &env,
-		Role:                 role,
-		LogGroup:             logs,
-		LoggingFormat:        awslambda.LoggingFormat_JSON,
+		RetryAttempts:                retries,
+		ReservedConcurrentExecutions: reserved,
+		EphemeralStorageSize:         awscdk.Size_Mebibytes(jsii.Number(storage)),
+		Description:                  jsii.String("lull " + name),
+		Runtime:                      awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture:                 awslambda.Architecture_ARM_64(),
+		Handler:                      jsii.String("bootstrap"),
+		Code:                         awslambda.Code_FromAsset(jsii.String(filepath.Join(s.props.BuildDir, "lambda", name)), nil),
+		MemorySize:                   jsii.Number(memory),
+		Timeout:                      awscdk.Duration_Seconds(jsii.Number(lambdaTimeouts[name].Seconds())),
+		Environment:                  &env,
+		Role:                         role,
+		LogGroup:                     logs,
+		LoggingFormat:                awslambda.LoggingFormat_JSON,
 	})
 }
 
@@ -510,15 +563,89 @@ func (s *Service) requestQueueArns() []*string {
 	return out
 }
 
+// items is the DynamoDB condition that limits a statement to the items
+// whose partition key starts with one of prefixes ("GEN#", "WH#"…; the
+// layout is shared/dynamodb's). Applied to every table action of every
+// role but the API's, so that, say, the webhook dispatcher cannot read an
+// API key item (KEY#) and a GPU worker cannot touch anything but
+// generations.
+func items(prefixes ...string) map[string]any {
+	pats := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		pats[i] = p + "*"
+	}
+	return map[string]any{"ForAllValues:StringLike": map[string]any{"dynamodb:LeadingKeys": pats}}
+}
+
+// tableStatement allows actions on the table's items under prefixes.
+func (s *Service) tableStatement(actions []string, prefixes ...string) awsiam.PolicyStatement {
+	cond := items(prefixes...)
+	return awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Actions: jsii.Strings(actions...), Resources: &[]*string{s.Table.TableArn()},
+		Conditions: &cond,
+	})
+}
+
+// secretsKey creates the KMS key that seals webhook secrets (LULL_SECRETS_KEY,
+// shared/kms). Its policy lets the account administer the key but use it
+// for nothing: only the API's role may encrypt and decrypt, and only the
+// webhook dispatcher's decrypt, each with lull's encryption context.
+func (s *Service) secretsKey() {
+	api, hooks := s.Functions["api"].Role(), s.Functions["webhooks"].Role()
+	purpose := map[string]any{"StringEquals": map[string]any{"kms:EncryptionContext:lull:purpose": lull.SealPurpose}}
+	policy := awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{Statements: &[]awsiam.PolicyStatement{
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("AccountAdministersTheKeyOnly"),
+			Principals: &[]awsiam.IPrincipal{awsiam.NewAccountRootPrincipal()},
+			Actions: jsii.Strings("kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
+				"kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource",
+				"kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand"),
+			Resources: jsii.Strings("*"),
+		}),
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("ApiSealsAndOpensWebhookSecrets"),
+			Principals: &[]awsiam.IPrincipal{api},
+			Actions:    jsii.Strings("kms:Encrypt", "kms:Decrypt"),
+			Resources:  jsii.Strings("*"),
+			Conditions: &purpose,
+		}),
+		awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String("WebhooksOpensWebhookSecrets"),
+			Principals: &[]awsiam.IPrincipal{hooks},
+			Actions:    jsii.Strings("kms:Decrypt"),
+			Resources:  jsii.Strings("*"),
+			Conditions: &purpose,
+		}),
+	}})
+	s.SecretsKey = awskms.NewKey(s.scope, jsii.String("SecretsKey"), &awskms.KeyProps{
+		Description:       jsii.String("lull: seals webhook signing secrets (API and webhook dispatcher only)"),
+		EnableKeyRotation: jsii.Bool(true),
+		Policy:            policy,
+		RemovalPolicy:     s.removal(),
+	})
+	for name, actions := range map[string][]string{"api": {"kms:Encrypt", "kms:Decrypt"}, "webhooks": {"kms:Decrypt"}} {
+		s.Functions[name].AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Actions: jsii.Strings(actions...), Resources: &[]*string{s.SecretsKey.KeyArn()}, Conditions: &purpose,
+		}))
+		s.Functions[name].AddEnvironment(jsii.String("LULL_SECRETS_KEY"), s.SecretsKey.KeyArn(), nil)
+		s.functionEnv[name]["LULL_SECRETS_KEY"] = s.SecretsKey.KeyArn()
+	}
+}
+
 // grants gives each Lambda what its code calls, per table index, queue and
 // bucket prefix. Event sources add the consume permissions of their queue.
+// Table actions of every role but the API's are limited to the item kinds
+// its code touches (dynamodb:LeadingKeys); only the API reaches API keys,
+// idempotency records and uploads.
 func (s *Service) grants() {
 	f := s.Functions
 	add := func(name string, st awsiam.PolicyStatement) { f[name].AddToRolePolicy(st) }
 	send := []string{"sqs:SendMessage"}
 	rw := []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}
+	query := []string{"dynamodb:Query"}
 
-	// api: every API call; deletes webhook endpoints; lists by gsi1.
+	// api: every API call over every item kind (API keys included);
+	// deletes webhook endpoints; lists by gsi1.
 	add("api", statement(append(rw, "dynamodb:DeleteItem", "dynamodb:Query"), s.tableResources("gsi1")...))
 	add("api", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
 	add("api", statement([]string{"s3:PutObject", "s3:GetObject"}, s.objects(prefixInputs), s.objects(prefixFiles)))
@@ -528,32 +655,39 @@ func (s *Service) grants() {
 	add("api", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects(prefixOutputs)))
 	add("api", statement([]string{"s3:DeleteObject"}, s.objects(prefixFiles), s.objects(prefixOutputs)))
 
-	// webhooks: endpoints, deliveries, generations; reschedules on events.
-	add("webhooks", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi1")...))
+	// webhooks: endpoints and their deliveries (WH#), the generations and
+	// batches it describes and counts (GEN#, BATCH#); lists a tenant's
+	// endpoints by gsi1; reschedules on events.
+	add("webhooks", s.tableStatement(append(rw, "dynamodb:Query"), "WH#", "GEN#", "BATCH#"))
+	add("webhooks", statement(query, s.tableResources("gsi1")[1:]...))
 	add("webhooks", statement(send, s.Events.QueueArn(), s.Batch.QueueArn()))
-	add("webhooks", statement([]string{"s3:GetObject"}, s.objects(prefixOutputs)))
+	add("webhooks", statement([]string{"s3:GetObject"}, s.objects("outputs/")))
 
 	// batch: splits input files into generations, writes output files.
-	add("batch", statement(append(rw, "dynamodb:Query", "dynamodb:BatchWriteItem"), s.tableResources("gsi1")...))
+	add("batch", s.tableStatement(append(rw, "dynamodb:Query", "dynamodb:BatchWriteItem"), "BATCH#", "FILE#", "GEN#"))
+	add("batch", statement(query, s.tableResources("gsi1")[1:]...))
 	add("batch", statement(send, append(s.requestQueueArns(), s.Events.QueueArn(), s.Batch.QueueArn())...))
-	add("batch", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects(prefixFiles)))
-	add("batch", statement([]string{"s3:PutObject"}, s.objects(prefixInputs)))
-	add("batch", statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, s.objects(prefixOutputs)))
+	add("batch", statement([]string{"s3:GetObject", "s3:PutObject"}, s.objects("files/")))
+	add("batch", statement([]string{"s3:PutObject"}, s.objects("inputs/")))
+	add("batch", statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, s.objects("outputs/")))
 
-	// scaler: queue depths and group capacities, the sweeps (re-enqueue,
-	// expire, re-announce; open batches: their lines counted, their jobs
-	// sent again). Its metrics are Embedded Metric Format lines in its own
-	// log group (lambdas/scaler/emf), so it needs no cloudwatch:PutMetricData.
-	add("scaler", statement(append(rw, "dynamodb:Query"), s.tableResources("gsi1", "gsi2", "gsi3")...))
+	// scaler: queue depths and group capacities, the sweeps of generations
+	// (GEN#: re-enqueue, expire, re-announce), of open batches (BATCH#:
+	// their lines counted, their jobs sent again) and of parked webhook
+	// deliveries (WH#). Its metrics are Embedded Metric Format lines in its
+	// own log group (lambdas/scaler/emf), so it needs no
+	// cloudwatch:PutMetricData.
+	add("scaler", s.tableStatement(append(rw, "dynamodb:Query"), "GEN#", "WH#", "BATCH#"))
+	add("scaler", statement(query, s.tableResources("gsi1", "gsi2", "gsi3")[1:]...))
 	add("scaler", statement([]string{"sqs:SendMessage", "sqs:GetQueueAttributes"}, s.requestQueueArns()...))
 	add("scaler", statement(send, s.Events.QueueArn(), s.Batch.QueueArn()))
 	// Describe* calls of Auto Scaling support no resource-level permissions.
 	add("scaler", statement([]string{"autoscaling:DescribeAutoScalingGroups"}, jsii.String("*")))
 
-	// dlq: fails the generation of each dead letter and announces it, or
-	// queues the job again when a worker holds the generation; sends dead
-	// events back to the events queue.
-	add("dlq", statement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, s.Table.TableArn()))
+	// dlq: fails the generation (GEN#) or batch (BATCH#) of each dead
+	// letter and announces it, or queues the job again when a worker holds
+	// the generation; sends dead events back to the events queue.
+	add("dlq", s.tableStatement([]string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, "GEN#", "BATCH#"))
 	add("dlq", statement(send, append(s.requestQueueArns(), s.Events.QueueArn())...))
 }
 

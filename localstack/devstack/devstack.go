@@ -41,7 +41,9 @@ import (
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/envconfig"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sealing"
 	"github.com/lull-ai/lull/shared/settings"
 	"github.com/lull-ai/lull/shared/sqs"
 )
@@ -116,7 +118,10 @@ type Config struct {
 	// MinWindow is the shortest completion window clients may ask for;
 	// settings.API's default when zero.
 	MinWindow time.Duration
-	Logger    *slog.Logger
+	// Limits bound what one request may ask of the engine, for the API,
+	// the batch Lambda and the workers alike (request.DefaultLimits when zero).
+	Limits request.Limits
+	Logger *slog.Logger
 }
 
 func (c *Config) withDefaults() {
@@ -315,6 +320,18 @@ func (s *Stack) start(ctx context.Context) error {
 	w.Gate = cmp.Or(cfg.Gate, w.Gate)
 	// Worker processes started from WorkerEnv must not fight over a port.
 	w.MetricsAddr = "127.0.0.1:0"
+	// One set of request limits for the API, the batch Lambda and the workers.
+	if cfg.Limits != (request.Limits{}) {
+		apiCfg.Limits = cfg.Limits.WithDefaults()
+	}
+	batchCfg.Limits, w.Limits = apiCfg.Limits, apiCfg.Limits
+	// Webhook secrets are sealed as in a deployment, with a local key (no
+	// KMS here); the stack's own store opens them too.
+	secretsKey := sealing.LocalSetting()
+	apiCfg.SecretsKey, hooksCfg.SecretsKey = secretsKey, secretsKey
+	if s.Store.Sealer, err = sealing.FromSetting(secretsKey, nil); err != nil {
+		return err
+	}
 
 	// The API.
 	if s.API, err = apilambda.New(apiCfg, s.Clients, log); err != nil {

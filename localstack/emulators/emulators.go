@@ -51,7 +51,7 @@ func Start() (*Emulators, error) {
 		return nil, sqsErr
 	}
 	e.Endpoints.SQS = sqsURL
-	ddb, err := e.serve(&removeShim{next: server.NewServer()})
+	ddb, err := e.serve(&queryShim{next: &removeShim{next: server.NewServer()}})
 	if err != nil {
 		return nil, err
 	}

@@ -13,11 +13,13 @@
 package vllmsim
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -40,6 +42,24 @@ type Server struct {
 	delay       time.Duration
 	faultStatus int
 	faultCount  int
+	record      func(Received)
+}
+
+// Received is one completion request as the simulator got it.
+type Received struct {
+	Path      string // /v1/chat/completions or /v1/completions
+	RequestID string // the X-Request-Id header
+	Body      []byte
+}
+
+// Record passes every completion request the server gets from now on to f
+// (before faults, validation or the engine), so that tests can check what
+// an engine client sends; nil stops recording. f must be safe for
+// concurrent use.
+func (s *Server) Record(f func(Received)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.record = f
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -58,10 +78,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, eng: newEngine(cfg), mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { s.complete(w, r, true) })
-	s.mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) { s.complete(w, r, false) })
-	s.mux.HandleFunc("POST /v1/embeddings", s.embeddings)
-	s.mux.HandleFunc("POST /v1/responses", s.responses)
+	s.mux.HandleFunc("POST /v1/chat/completions", s.recorded(func(w http.ResponseWriter, r *http.Request) { s.complete(w, r, true) }))
+	s.mux.HandleFunc("POST /v1/completions", s.recorded(func(w http.ResponseWriter, r *http.Request) { s.complete(w, r, false) }))
+	s.mux.HandleFunc("POST /v1/embeddings", s.recorded(s.embeddings))
+	s.mux.HandleFunc("POST /v1/responses", s.recorded(s.responses))
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
@@ -198,7 +218,32 @@ func (s *Server) admit() (int, string) {
 	return 0, ""
 }
 
+// recorded passes each request's body to the recorder (Record) before h
+// handles it.
+func (s *Server) recorded(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		record := s.record
+		s.mu.Unlock()
+		if record != nil {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "Invalid body: "+err.Error())
+				return
+			}
+			record(Received{Path: r.URL.Path, RequestID: r.Header.Get("X-Request-Id"), Body: body})
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		h(w, r)
+	}
+}
+
 func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid body: "+err.Error())
+		return
+	}
 	if s.cfg.Task == TaskEmbed {
 		writeError(w, http.StatusBadRequest, "The model does not support the Completions API.")
 		return
@@ -212,7 +257,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	var req request
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+	if err := json.Unmarshal(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "Invalid JSON body: "+err.Error())
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 )
@@ -38,6 +39,9 @@ type Clients struct {
 	// (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_AUTO_SCALING) even when the other
 	// endpoints are overridden.
 	AutoScaling *autoscaling.Client
+	// KMS seals webhook secrets (the API and the webhook dispatcher). No
+	// emulator here serves it either: the dev stack seals with a local key.
+	KMS *kms.Client
 }
 
 // New loads the default AWS configuration and builds the clients. When any
@@ -86,5 +90,6 @@ func New(ctx context.Context, ep Endpoints) (*Clients, error) {
 			}
 		}),
 		AutoScaling: autoscaling.NewFromConfig(cfg),
+		KMS:         kms.NewFromConfig(cfg),
 	}, nil
 }

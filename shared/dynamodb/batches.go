@@ -125,21 +125,33 @@ func decodeBatch(item map[string]types.AttributeValue) (*lull.Batch, error) {
 
 // CreateBatch implements lull.Batches; ECONFLICT when the ID exists.
 func (s *Store) CreateBatch(ctx context.Context, b *lull.Batch) error {
-	item, err := attributevalue.MarshalMap(toBatchRecord(b))
+	item, err := s.batchItem(b)
 	if err != nil {
-		return fmt.Errorf("dynamodb: marshal batch %s: %w", b.ID, err)
+		return err
 	}
 	return s.putNew(ctx, item, "batch "+b.ID)
 }
 
-// CreateBatchOnce implements lull.Batches.
-func (s *Store) CreateBatchOnce(ctx context.Context, b *lull.Batch, idemKey, fingerprint string) (*lull.Batch, bool, error) {
+// batchItem is b as stored, with its TTL: Retention after its completion
+// window ends, so it outlives every one of its lines (each kept Retention
+// after it ends, by the window's end at the latest).
+func (s *Store) batchItem(b *lull.Batch) (map[string]types.AttributeValue, error) {
 	item, err := attributevalue.MarshalMap(toBatchRecord(b))
 	if err != nil {
-		return nil, false, fmt.Errorf("dynamodb: marshal batch %s: %w", b.ID, err)
+		return nil, fmt.Errorf("dynamodb: marshal batch %s: %w", b.ID, err)
 	}
-	priorID, created, err := s.putOnce(ctx, "IDEM#"+b.Tenant+"#batch#"+idemKey, "batch_id", b.ID, fingerprint,
-		b.CreatedAt.Add(s.retention()).Unix(), item, "batch "+b.ID)
+	item["ttl"] = n(s.keepUntil(b.CreatedAt, b.ExpiresAt))
+	return item, nil
+}
+
+// CreateBatchOnce implements lull.Batches.
+func (s *Store) CreateBatchOnce(ctx context.Context, b *lull.Batch, idemKey, fingerprint string) (*lull.Batch, bool, error) {
+	item, err := s.batchItem(b)
+	if err != nil {
+		return nil, false, err
+	}
+	priorID, created, err := s.putOnce(ctx, idemPK(b.Tenant, "batch#", idemKey), "batch_id", b.ID, fingerprint,
+		s.keepUntil(b.CreatedAt, b.ExpiresAt), item, "batch "+b.ID)
 	if err != nil || created {
 		return b, created, err
 	}
@@ -177,17 +189,18 @@ func (s *Store) ListBatches(ctx context.Context, tenant, after string, limit int
 	}
 	in := s.newestFirst("T#"+tenant+"#BATCHES", afterAt, after)
 	var batches []*lull.Batch
-	more, err := s.page(ctx, in, limit, func(item map[string]types.AttributeValue) error {
+	next, err := s.listPage(ctx, in, limit, func(item map[string]types.AttributeValue) (string, error) {
 		b, err := decodeBatch(item)
-		if err == nil {
-			batches = append(batches, b)
+		if err != nil {
+			return "", err
 		}
-		return err
+		batches = append(batches, b)
+		return b.ID, nil
 	})
 	if err != nil {
 		return nil, false, wrap(err, "list batches of %s", tenant)
 	}
-	return batches, more, nil
+	return batches, next != "", nil
 }
 
 // batchStampAttr is the attribute holding the time a batch entered status.

@@ -4,7 +4,9 @@
 // lull.Uploads, lull.Batches and lull.BatchLines over aws-sdk-go-v2, one
 // file per entity.
 //
-// Layout (pk, sk): GEN#<id>/GEN, IDEM#<tenant>#<key>/IDEM, KEY#<sha256>/KEY,
+// Layout (pk, sk): GEN#<id>/GEN, IDEM#<tenant>#<key>/IDEM (batches:
+// IDEM#<tenant>#batch#<key>; '#' and '%' in client keys are escaped),
+// KEY#<sha256>/KEY, WHCOUNT#<tenant>/WHCOUNT (the tenant's webhook count),
 // WH#<id>/WH (with its deliveries DLV#<id> and attempts DLV#<id>#A#<n>),
 // FILE#<id>/FILE, UPLOAD#<id>/UPLOAD (parts as a list attribute) and
 // BATCH#<id>/BATCH (with its counters). A batch's lines are generations
@@ -25,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -56,9 +59,19 @@ type client interface {
 type Store struct {
 	c     client
 	table string
-	// Retention is how long terminal generations and idempotency keys are
-	// kept (DynamoDB TTL); DefaultRetention when zero.
+	// Retention is how long terminal generations, batches, deliveries and
+	// idempotency keys are kept (DynamoDB TTL, counted from the end or from
+	// the end of the completion window); DefaultRetention when zero. The S3
+	// lifecycle keeps inputs/ and outputs/ objects longer (infra).
 	Retention time.Duration
+	// FileRetention is how long file items (Batch API inputs and outputs)
+	// are kept after their creation; Retention when zero. The S3 lifecycle
+	// keeps files/ objects a day longer (infra).
+	FileRetention time.Duration
+	// Sealer encrypts webhook secrets before they are stored and decrypts
+	// them when read; nil stores them as they are (tests). Secrets stored
+	// before a Sealer was set ("whsec_…") still read.
+	Sealer lull.Sealer
 }
 
 var (
@@ -117,6 +130,68 @@ func (s *Store) newestFirst(pk string, afterAt time.Time, afterID string) *ddb.Q
 	return in
 }
 
+// ListBudget is the most index items one filtered listing call reads
+// (?status= on generations, ?purpose= on files): a filter that matches
+// little never makes one call walk a tenant's whole history. A page that
+// runs out of budget returns what it found and a cursor to go on from.
+const ListBudget = 500
+
+// MaxFilesPage is the most files one ListFiles call returns, whatever
+// limit asks for (OpenAI accepts up to 10,000; clients page on has_more).
+const MaxFilesPage = 1000
+
+// listPage runs the newest-first query in and passes each returned item
+// to add (which returns its ID) until limit items were added, the index
+// ends, or, with a filter, ListBudget items were read. It returns the
+// cursor that continues the listing: "" at its end; the last added ID when
+// the page is full; the last item read (matching or not) when the budget
+// ran out first.
+func (s *Store) listPage(ctx context.Context, in *ddb.QueryInput, limit int, add func(map[string]types.AttributeValue) (string, error)) (string, error) {
+	filtered := in.FilterExpression != nil
+	kept, read := 0, 0
+	last := ""
+	for {
+		if filtered {
+			in.Limit = aws.Int32(int32(min(100, ListBudget-read)))
+		} else {
+			in.Limit = aws.Int32(int32(limit + 1 - kept))
+		}
+		out, err := s.c.Query(ctx, in)
+		if err != nil {
+			return "", err
+		}
+		read += int(out.ScannedCount)
+		for _, item := range out.Items {
+			if kept == limit {
+				return last, nil
+			}
+			id, err := add(item)
+			if err != nil {
+				return "", err
+			}
+			last = id
+			kept++
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return "", nil
+		}
+		if filtered && read >= ListBudget {
+			return idOfKey(out.LastEvaluatedKey), nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
+
+// idOfKey returns the object ID in an item key whose pk is "<KIND>#<id>".
+func idOfKey(k map[string]types.AttributeValue) string {
+	pk, _ := k["pk"].(*types.AttributeValueMemberS)
+	if pk == nil {
+		return ""
+	}
+	_, id, _ := strings.Cut(pk.Value, "#")
+	return id
+}
+
 // putNew writes item only if no item has its key; ECONFLICT when one does.
 // what names the item in errors ("batch batch_…").
 func (s *Store) putNew(ctx context.Context, item map[string]types.AttributeValue, what string) error {
@@ -164,32 +239,4 @@ func wrap(err error, format string, args ...any) error {
 		}
 	}
 	return fmt.Errorf("dynamodb: %s: %w", msg, err)
-}
-
-// page runs the query until limit items passed to add, and reports whether
-// more exist. Without a filter it asks for no more than it needs.
-func (s *Store) page(ctx context.Context, in *ddb.QueryInput, limit int, add func(map[string]types.AttributeValue) error) (bool, error) {
-	count := 0
-	for {
-		if in.FilterExpression == nil {
-			in.Limit = aws.Int32(int32(limit + 1 - count))
-		}
-		out, err := s.c.Query(ctx, in)
-		if err != nil {
-			return false, err
-		}
-		for _, item := range out.Items {
-			if count == limit {
-				return true, nil
-			}
-			if err := add(item); err != nil {
-				return false, err
-			}
-			count++
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			return false, nil
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
-	}
 }

@@ -26,6 +26,7 @@ type fileRecord struct {
 	Key       string `dynamodbav:"blob_key"`
 	GSI1PK    string `dynamodbav:"gsi1pk"`
 	GSI1SK    string `dynamodbav:"gsi1sk"`
+	TTL       int64  `dynamodbav:"ttl,omitempty"`
 }
 
 func filePK(id string) string { return "FILE#" + id }
@@ -48,6 +49,7 @@ func (s *Store) CreateFile(ctx context.Context, f *lull.File) error {
 	item, err := attributevalue.MarshalMap(fileRecord{
 		PK: filePK(f.ID), SK: "FILE", ID: f.ID, Tenant: f.Tenant, Purpose: f.Purpose, Filename: f.Filename, Bytes: f.Bytes,
 		CreatedAt: ms(f.CreatedAt), ExpiresAt: ms(f.ExpiresAt), Key: f.Key, GSI1PK: "T#" + f.Tenant + "#FILES", GSI1SK: sortKey(f.CreatedAt, f.ID),
+		TTL: s.fileTTL(f),
 	})
 	if err != nil {
 		return fmt.Errorf("dynamodb: marshal file %s: %w", f.ID, err)
@@ -68,15 +70,16 @@ func (s *Store) getFile(ctx context.Context, id string, consistent bool) (*lull.
 	return decodeFile(item)
 }
 
-// ListFiles implements lull.Files. Limit is clamped to 1..10000; After
+// ListFiles implements lull.Files. Limit is clamped to 1..MaxFilesPage, and
+// a ?purpose= filter reads at most ListBudget items; After
 // must name one of the tenant's files (EINVALID otherwise).
-func (s *Store) ListFiles(ctx context.Context, tenant string, opts lull.FileListOptions) ([]*lull.File, bool, error) {
-	limit := min(max(opts.Limit, 1), 10000)
+func (s *Store) ListFiles(ctx context.Context, tenant string, opts lull.FileListOptions) ([]*lull.File, string, error) {
+	limit := min(max(opts.Limit, 1), MaxFilesPage)
 	var afterAt time.Time
 	if opts.After != "" {
 		after, err := s.getFile(ctx, opts.After, false)
 		if err != nil || after.Tenant != tenant {
-			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No such File object: %s", opts.After)}
+			return nil, "", &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No such File object: %s", opts.After)}
 		}
 		afterAt = after.CreatedAt
 	}
@@ -86,17 +89,18 @@ func (s *Store) ListFiles(ctx context.Context, tenant string, opts lull.FileList
 		in.ExpressionAttributeValues[":purpose"] = str(opts.Purpose)
 	}
 	var files []*lull.File
-	more, err := s.page(ctx, in, limit, func(item map[string]types.AttributeValue) error {
+	next, err := s.listPage(ctx, in, limit, func(item map[string]types.AttributeValue) (string, error) {
 		f, err := decodeFile(item)
-		if err == nil {
-			files = append(files, f)
+		if err != nil {
+			return "", err
 		}
-		return err
+		files = append(files, f)
+		return f.ID, nil
 	})
 	if err != nil {
-		return nil, false, wrap(err, "list files of %s", tenant)
+		return nil, "", wrap(err, "list files of %s", tenant)
 	}
-	return files, more, nil
+	return files, next, nil
 }
 
 // DeleteFile implements lull.Files. It removes the record only; the blob

@@ -25,6 +25,40 @@ func (s *Store) retention() time.Duration {
 	return DefaultRetention
 }
 
+func (s *Store) fileRetention() time.Duration {
+	if s.FileRetention > 0 {
+		return s.FileRetention
+	}
+	return s.retention()
+}
+
+// keepUntil is the TTL (Unix seconds) of an item about an object created at
+// created whose completion window ends at expires: Retention after the
+// later of the two. An idempotency record kept so outlives the longest
+// window it can guard: a client retrying until the window ends always gets
+// the same object back.
+func (s *Store) keepUntil(created, expires time.Time) int64 {
+	end := created
+	if expires.After(end) {
+		end = expires
+	}
+	return end.Add(s.retention()).Unix()
+}
+
+// fileTTL is the TTL of a file item: FileRetention after its creation, or
+// its own expiry (expires_after) when sooner.
+func (s *Store) fileTTL(f *lull.File) int64 {
+	end := f.CreatedAt.Add(s.fileRetention())
+	if !f.ExpiresAt.IsZero() && f.ExpiresAt.Before(end) {
+		end = f.ExpiresAt
+	}
+	return end.Unix()
+}
+
+// UploadRetention is how long an upload's item is kept: an upload takes
+// parts for an hour; the S3 lifecycle keeps uploads/ objects two days.
+const UploadRetention = 24 * time.Hour
+
 func n(v int64) types.AttributeValue    { return &types.AttributeValueMemberN{Value: fmt.Sprint(v)} }
 func str(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 
@@ -48,8 +82,8 @@ func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint stri
 		return g, true, nil
 	}
 
-	priorID, created, err := s.putOnce(ctx, "IDEM#"+g.Tenant+"#"+g.IdempotencyKey, "generation_id", g.ID, fingerprint,
-		g.CreatedAt.Add(s.retention()).Unix(), item, "generation "+g.ID)
+	priorID, created, err := s.putOnce(ctx, idemPK(g.Tenant, "", g.IdempotencyKey), "generation_id", g.ID, fingerprint,
+		s.keepUntil(g.CreatedAt, g.ExpiresAt), item, "generation "+g.ID)
 	if err != nil || created {
 		return g, created, err
 	}
@@ -59,6 +93,16 @@ func (s *Store) Create(ctx context.Context, g *lull.Generation, fingerprint stri
 	}
 	return existing, false, nil
 }
+
+// idemPK is the key of an idempotency record: the tenant, the kind of
+// object ("" for generations, "batch#" for batches) and the client's key
+// with '%' and '#' escaped, so that no client key ("batch#x") can land on
+// another kind's record.
+func idemPK(tenant, kind, clientKey string) string {
+	return "IDEM#" + tenant + "#" + kind + idemEscaper.Replace(clientKey)
+}
+
+var idemEscaper = strings.NewReplacer("%", "%25", "#", "%23")
 
 // putOnce writes item together with the idempotency record idemPK → id
 // (idAttr names the ID's attribute), both only if absent, in one
@@ -119,14 +163,15 @@ func decode(item map[string]types.AttributeValue) (*lull.Generation, error) {
 	return r.generation(), nil
 }
 
-// List implements lull.Generations.
-func (s *Store) List(ctx context.Context, tenant string, opts lull.ListOptions) ([]*lull.Generation, bool, error) {
+// List implements lull.Generations. With a status filter it reads at most
+// ListBudget items of the tenant's index per call.
+func (s *Store) List(ctx context.Context, tenant string, opts lull.ListOptions) ([]*lull.Generation, string, error) {
 	limit := min(max(opts.Limit, 1), 100)
 	var afterAt time.Time
 	if opts.After != "" {
 		after, err := s.get(ctx, opts.After, false)
 		if err != nil || after.Tenant != tenant {
-			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No generation found with id '%s'.", opts.After)}
+			return nil, "", &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No generation found with id '%s'.", opts.After)}
 		}
 		afterAt = after.CreatedAt
 	}
@@ -137,30 +182,18 @@ func (s *Store) List(ctx context.Context, tenant string, opts lull.ListOptions) 
 		in.ExpressionAttributeValues[":st"] = str(string(opts.Status))
 	}
 	var gens []*lull.Generation
-	for {
-		in.Limit = aws.Int32(int32(limit + 1 - len(gens)))
-		if in.FilterExpression != nil {
-			in.Limit = aws.Int32(100)
-		}
-		out, err := s.c.Query(ctx, in)
+	next, err := s.listPage(ctx, in, limit, func(item map[string]types.AttributeValue) (string, error) {
+		g, err := decode(item)
 		if err != nil {
-			return nil, false, wrap(err, "list generations of %s", tenant)
+			return "", err
 		}
-		for _, item := range out.Items {
-			g, err := decode(item)
-			if err != nil {
-				return nil, false, err
-			}
-			gens = append(gens, g)
-		}
-		if len(gens) > limit {
-			return gens[:limit], true, nil
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			return gens, false, nil
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
+		gens = append(gens, g)
+		return g.ID, nil
+	})
+	if err != nil {
+		return nil, "", wrap(err, "list generations of %s", tenant)
 	}
+	return gens, next, nil
 }
 
 // The prefixes of gsi3's sparse partitions: generations whose job may not

@@ -109,17 +109,18 @@ func (s *Store) Lines(ctx context.Context, batchID, cursor string, limit int) ([
 		delete(in.ExpressionAttributeValues, ":cursor")
 	}
 	var gens []*lull.Generation
-	more, err := s.page(ctx, in, limit, func(item map[string]types.AttributeValue) error {
+	next, err := s.listPage(ctx, in, limit, func(item map[string]types.AttributeValue) (string, error) {
 		g, err := decode(item)
-		if err == nil {
-			gens = append(gens, g)
+		if err != nil {
+			return "", err
 		}
-		return err
+		gens = append(gens, g)
+		return g.ID, nil
 	})
 	if err != nil {
 		return nil, "", wrap(err, "list lines of batch %s", batchID)
 	}
-	if !more {
+	if next == "" {
 		return gens, "", nil
 	}
 	return gens, lineSK(gens[len(gens)-1].Line), nil

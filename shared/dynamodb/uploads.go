@@ -36,6 +36,7 @@ type uploadRecord struct {
 	// and later queries over the table. AddUploadPart copes with either.
 	Parts  []partRecord `dynamodbav:"parts,omitempty"`
 	FileID string       `dynamodbav:"file_id,omitempty"`
+	TTL    int64        `dynamodbav:"ttl,omitempty"`
 }
 
 func uploadPK(id string) string { return "UPLOAD#" + id }
@@ -59,7 +60,7 @@ func (s *Store) CreateUpload(ctx context.Context, u *lull.Upload) error {
 	r := uploadRecord{
 		PK: uploadPK(u.ID), SK: "UPLOAD", ID: u.ID, Tenant: u.Tenant, Filename: u.Filename, Purpose: u.Purpose,
 		MimeType: u.MimeType, Bytes: u.Bytes, Status: string(u.Status), CreatedAt: ms(u.CreatedAt), ExpiresAt: ms(u.ExpiresAt),
-		FileID: u.FileID,
+		FileID: u.FileID, TTL: u.CreatedAt.Add(UploadRetention).Unix(),
 	}
 	if r.Status == "" {
 		r.Status = string(lull.UploadPending)

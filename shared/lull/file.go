@@ -38,7 +38,7 @@ const (
 
 // FileListOptions selects a page of a tenant's files, newest first.
 type FileListOptions struct {
-	Limit   int    // 1..10000
+	Limit   int    // 1..10000 asked; a store may return fewer per page
 	After   string // files older than this ID
 	Purpose string // only this purpose, when set
 }
@@ -84,9 +84,11 @@ type Files interface {
 	CreateFile(ctx context.Context, f *File) error
 	// GetFile returns the file or ENOTFOUND.
 	GetFile(ctx context.Context, id string) (*File, error)
-	// ListFiles returns a page of the tenant's files, newest first, and
-	// whether more exist.
-	ListFiles(ctx context.Context, tenant string, opts FileListOptions) ([]*File, bool, error)
+	// ListFiles returns a page of the tenant's files, newest first, and the
+	// After cursor that continues the listing ("" at its end). A page may
+	// hold fewer than Limit files (even none, when a purpose filter matched
+	// nothing in the bounded part of the index it read) and still continue.
+	ListFiles(ctx context.Context, tenant string, opts FileListOptions) (files []*File, next string, err error)
 	// DeleteFile removes the file record; ENOTFOUND when missing.
 	DeleteFile(ctx context.Context, id string) error
 }

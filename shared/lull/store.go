@@ -49,8 +49,11 @@ type Generations interface {
 	Create(ctx context.Context, g *Generation, fingerprint string) (stored *Generation, created bool, err error)
 	// Get returns the generation or ENOTFOUND.
 	Get(ctx context.Context, id string) (*Generation, error)
-	// List returns a page of the tenant's generations and whether more exist.
-	List(ctx context.Context, tenant string, opts ListOptions) ([]*Generation, bool, error)
+	// List returns a page of the tenant's generations and the After cursor
+	// that continues the listing ("" at its end). With a Status filter the
+	// work per call is bounded: a page may hold fewer than Limit
+	// generations (even none) and still continue.
+	List(ctx context.Context, tenant string, opts ListOptions) (gens []*Generation, next string, err error)
 	// MarkEnqueued records that the generation's job reached its queue.
 	MarkEnqueued(ctx context.Context, id string) error
 	// Unenqueued returns generations created before olderThan whose job may

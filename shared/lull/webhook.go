@@ -63,7 +63,12 @@ type Delivery struct {
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	NextAttemptAt time.Time
-	Attempts      []Attempt
+	// Parked marks a pending delivery whose next attempt is further away
+	// than a queue message can be delayed (SQS: 15 minutes): no message
+	// carries it; the scaler's sweep queues it once NextAttemptAt comes
+	// (Webhooks.DueDeliveries).
+	Parked   bool
+	Attempts []Attempt
 }
 
 // Event returns the event d delivers, rebuilt from the record (for a
@@ -99,14 +104,26 @@ type DeliveryTask struct {
 
 // Webhooks stores webhook endpoints and their deliveries.
 type Webhooks interface {
-	// CreateWebhook stores a new endpoint.
+	// CreateWebhook stores a new endpoint; EINVALID when the tenant has
+	// MaxWebhooksPerTenant already (checked atomically with the write).
 	CreateWebhook(ctx context.Context, w *Webhook) error
 	// GetWebhook returns the endpoint or ENOTFOUND.
 	GetWebhook(ctx context.Context, id string) (*Webhook, error)
 	// ListWebhooks returns the tenant's endpoints, oldest first.
 	ListWebhooks(ctx context.Context, tenant string) ([]*Webhook, error)
-	// UpdateWebhook replaces an existing endpoint (ENOTFOUND if deleted).
-	UpdateWebhook(ctx context.Context, w *Webhook) error
+	// DisableWebhook marks the endpoint disabled with reason, changing
+	// nothing else (a concurrent rotation stands); ENOTFOUND if deleted.
+	DisableWebhook(ctx context.Context, id, reason string) error
+	// RotateSecret makes newSecret the signing secret at time at and keeps
+	// oldSecret signing until prevUntil (a zero prevUntil drops it at once),
+	// only if oldSecret is still the current secret (ECONFLICT otherwise: a
+	// concurrent rotation won); ENOTFOUND if deleted. Nothing else (a
+	// concurrent disable or edit) is written.
+	RotateSecret(ctx context.Context, id, oldSecret, newSecret string, at, prevUntil time.Time) error
+	// EditWebhook writes w's URL, description, events and UpdatedAt onto the
+	// stored endpoint, and nothing else (its secret and disabled state as
+	// they are now stand); ENOTFOUND if deleted.
+	EditWebhook(ctx context.Context, w *Webhook) error
 	// DeleteWebhook removes the endpoint; ENOTFOUND if missing.
 	DeleteWebhook(ctx context.Context, id string) error
 	// CreateDelivery stores a new delivery; created is false (and nothing
@@ -123,7 +140,17 @@ type Webhooks interface {
 	AddAttempt(ctx context.Context, webhookID, deliveryID string, a Attempt) error
 	// GetDelivery returns a delivery with its attempts, or ENOTFOUND.
 	GetDelivery(ctx context.Context, webhookID, deliveryID string) (*Delivery, error)
-	// ListDeliveries returns the webhook's most recent deliveries with their
-	// attempts, newest first.
-	ListDeliveries(ctx context.Context, webhookID string, limit int) ([]*Delivery, error)
+	// ListDeliveries returns a page of the webhook's deliveries, newest
+	// first, older than the delivery after (when set; EINVALID when it is
+	// not one of the webhook's), each with its most recent attempts, and the
+	// after cursor that continues the listing ("" at its end). A store may
+	// return fewer than limit per page; the work per call is bounded.
+	ListDeliveries(ctx context.Context, webhookID, after string, limit int) (ds []*Delivery, next string, err error)
+	// DueDeliveries returns up to limit parked pending deliveries whose
+	// NextAttemptAt is not after now, soonest first, without attempts.
+	DueDeliveries(ctx context.Context, now time.Time, limit int) ([]*Delivery, error)
+	// Unpark clears the parked mark of a delivery whose next attempt is
+	// still due at due (its task is on the queue now); a delivery saved
+	// since with another due time, or gone, is left alone without error.
+	Unpark(ctx context.Context, webhookID, deliveryID string, due time.Time) error
 }

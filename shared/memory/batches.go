@@ -79,17 +79,17 @@ func (s *Store) GetFile(_ context.Context, id string) (*lull.File, error) {
 }
 
 // ListFiles implements lull.Batches.
-func (s *Store) ListFiles(_ context.Context, tenant string, opts lull.FileListOptions) ([]*lull.File, bool, error) {
+func (s *Store) ListFiles(_ context.Context, tenant string, opts lull.FileListOptions) ([]*lull.File, string, error) {
 	if err := s.begin("ListFiles", tenant); err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	defer s.mu.Unlock()
-	limit := min(max(opts.Limit, 1), 10000)
+	limit := min(max(opts.Limit, 1), MaxFilesPage)
 	var after *lull.File
 	if opts.After != "" {
 		a, ok := s.files[opts.After]
 		if !ok || a.Tenant != tenant {
-			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No such File object: %s", opts.After)}
+			return nil, "", &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No such File object: %s", opts.After)}
 		}
 		after = a
 	}
@@ -103,10 +103,14 @@ func (s *Store) ListFiles(_ context.Context, tenant string, opts lull.FileListOp
 	}
 	slices.SortFunc(out, func(a, b *lull.File) int { return newestFirst(a.CreatedAt, a.ID, b.CreatedAt, b.ID) })
 	if len(out) > limit {
-		return out[:limit], true, nil
+		return out[:limit], out[limit-1].ID, nil
 	}
-	return out, false, nil
+	return out, "", nil
 }
+
+// MaxFilesPage is the most files one ListFiles call returns, as in the
+// DynamoDB store.
+const MaxFilesPage = 1000
 
 // DeleteFile implements lull.Batches.
 func (s *Store) DeleteFile(_ context.Context, id string) error {
@@ -219,7 +223,7 @@ func (s *Store) CreateBatchOnce(_ context.Context, b *lull.Batch, idemKey, finge
 		return nil, false, err
 	}
 	defer s.end()
-	k := b.Tenant + "#batch#" + idemKey
+	k := b.Tenant + "#batch#" + idemEscaper.Replace(idemKey)
 	if prior, ok := s.idem[k]; ok {
 		if prior.fingerprint != fingerprint {
 			return nil, false, &lull.Error{Code: lull.ECONFLICT, Param: "Idempotency-Key",

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +22,7 @@ type Store struct {
 	fault FaultFunc
 
 	gens    map[string]*genItem
-	idem    map[string]idemItem // "<tenant>#<key>" and "<tenant>#batch#<key>"
+	idem    map[string]idemItem // "<tenant>#<key>" and "<tenant>#batch#<key>", '#' and '%' escaped in <key>
 	keys    map[string]string   // key hash → tenant
 	hooks   map[string]*lull.Webhook
 	dlvs    map[dlvKey]*lull.Delivery
@@ -168,7 +169,7 @@ func (s *Store) Create(_ context.Context, g *lull.Generation, fingerprint string
 	}
 	defer s.end()
 	if g.IdempotencyKey != "" {
-		k := g.Tenant + "#" + g.IdempotencyKey
+		k := g.Tenant + "#" + idemEscaper.Replace(g.IdempotencyKey)
 		if prior, ok := s.idem[k]; ok {
 			if prior.fingerprint != fingerprint {
 				return nil, false, &lull.Error{Code: lull.ECONFLICT, Param: "Idempotency-Key",
@@ -190,6 +191,10 @@ func (s *Store) Create(_ context.Context, g *lull.Generation, fingerprint string
 	s.putGen(g, g.BatchID == "")
 	return g, true, nil
 }
+
+// idemEscaper escapes client idempotency keys as the DynamoDB store does,
+// so that a generation's "batch#x" is not a batch's "x".
+var idemEscaper = strings.NewReplacer("%", "%25", "#", "%23")
 
 // putGen stores g as a fresh item (no existence check).
 func (s *Store) putGen(g *lull.Generation, unenqueued bool) {
@@ -225,9 +230,9 @@ func olderThan(at time.Time, id string, cAt time.Time, cID string) bool {
 }
 
 // List implements lull.Generations. Batch lines are not listed.
-func (s *Store) List(_ context.Context, tenant string, opts lull.ListOptions) ([]*lull.Generation, bool, error) {
+func (s *Store) List(_ context.Context, tenant string, opts lull.ListOptions) ([]*lull.Generation, string, error) {
 	if err := s.begin("List", tenant); err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	defer s.mu.Unlock()
 	limit := min(max(opts.Limit, 1), 100)
@@ -235,7 +240,7 @@ func (s *Store) List(_ context.Context, tenant string, opts lull.ListOptions) ([
 	if opts.After != "" {
 		it, ok := s.gens[opts.After]
 		if !ok || it.g.Tenant != tenant {
-			return nil, false, &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No generation found with id '%s'.", opts.After)}
+			return nil, "", &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No generation found with id '%s'.", opts.After)}
 		}
 		after = &it.g
 	}
@@ -259,7 +264,10 @@ func (s *Store) List(_ context.Context, tenant string, opts lull.ListOptions) ([
 	for i, g := range all {
 		out[i] = genCopy(g)
 	}
-	return out, more, nil
+	if !more {
+		return out, "", nil
+	}
+	return out, out[len(out)-1].ID, nil
 }
 
 // MarkEnqueued implements lull.Generations.
@@ -428,7 +436,7 @@ func (s *Store) TenantForKey(_ context.Context, keyHash string) (string, error) 
 	}
 	defer s.mu.Unlock()
 	t, ok := s.keys[keyHash]
-	if !ok || t == "" {
+	if !ok || !lull.ValidTenant(t) {
 		return "", lull.Errorf(lull.EUNAUTHORIZED, "Incorrect API key provided.")
 	}
 	return t, nil
@@ -440,6 +448,9 @@ func (s *Store) PutKey(_ context.Context, keyHash, tenant string) error {
 		return err
 	}
 	defer s.end()
+	if !lull.ValidTenant(tenant) {
+		return lull.Errorf(lull.EINVALID, "invalid tenant ID %q", tenant)
+	}
 	s.keys[keyHash] = tenant
 	return nil
 }

@@ -3,6 +3,7 @@ package memory
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -31,6 +32,15 @@ func (s *Store) CreateWebhook(_ context.Context, w *lull.Webhook) error {
 	defer s.end()
 	if _, ok := s.hooks[w.ID]; ok {
 		return lull.Errorf(lull.ECONFLICT, "webhook %s already exists", w.ID)
+	}
+	n := 0
+	for _, o := range s.hooks {
+		if o.Tenant == w.Tenant {
+			n++
+		}
+	}
+	if n >= lull.MaxWebhooksPerTenant {
+		return lull.Errorf(lull.EINVALID, "A tenant may register at most %d webhook endpoints.", lull.MaxWebhooksPerTenant)
 	}
 	s.hooks[w.ID] = webhookCopy(w)
 	return nil
@@ -67,16 +77,52 @@ func (s *Store) ListWebhooks(_ context.Context, tenant string) ([]*lull.Webhook,
 	return out, nil
 }
 
-// UpdateWebhook implements lull.Webhooks.
-func (s *Store) UpdateWebhook(_ context.Context, w *lull.Webhook) error {
-	if err := s.begin("UpdateWebhook", w.ID); err != nil {
+// DisableWebhook implements lull.Webhooks.
+func (s *Store) DisableWebhook(_ context.Context, id, reason string) error {
+	if err := s.begin("DisableWebhook", id); err != nil {
 		return err
 	}
 	defer s.end()
-	if _, ok := s.hooks[w.ID]; !ok {
-		return webhookNotFound(w.ID)
+	w, ok := s.hooks[id]
+	if !ok {
+		return webhookNotFound(id)
 	}
-	s.hooks[w.ID] = webhookCopy(w)
+	w.Disabled, w.DisabledReason = true, reason
+	return nil
+}
+
+// RotateSecret implements lull.Webhooks.
+func (s *Store) RotateSecret(_ context.Context, id, oldSecret, newSecret string, at, prevUntil time.Time) error {
+	if err := s.begin("RotateSecret", id); err != nil {
+		return err
+	}
+	defer s.end()
+	w, ok := s.hooks[id]
+	if !ok {
+		return webhookNotFound(id)
+	}
+	if w.Secret != oldSecret {
+		return lull.Errorf(lull.ECONFLICT, "The secret of webhook %s was rotated meanwhile; rotate again.", id)
+	}
+	w.Secret, w.PrevSecret, w.PrevSecretUntil, w.UpdatedAt = newSecret, oldSecret, ms(prevUntil), ms(at)
+	if prevUntil.IsZero() {
+		w.PrevSecret, w.PrevSecretUntil = "", time.Time{}
+	}
+	return nil
+}
+
+// EditWebhook implements lull.Webhooks.
+func (s *Store) EditWebhook(_ context.Context, e *lull.Webhook) error {
+	if err := s.begin("EditWebhook", e.ID); err != nil {
+		return err
+	}
+	defer s.end()
+	w, ok := s.hooks[e.ID]
+	if !ok {
+		return webhookNotFound(e.ID)
+	}
+	w.URL, w.Description, w.UpdatedAt = e.URL, e.Description, ms(e.UpdatedAt)
+	w.Events = append([]string(nil), e.Events...)
 	return nil
 }
 
@@ -182,20 +228,62 @@ func (s *Store) GetDelivery(_ context.Context, webhookID, deliveryID string) (*l
 }
 
 // ListDeliveries implements lull.Webhooks.
-func (s *Store) ListDeliveries(_ context.Context, webhookID string, limit int) ([]*lull.Delivery, error) {
+func (s *Store) ListDeliveries(_ context.Context, webhookID, after string, limit int) ([]*lull.Delivery, string, error) {
 	if err := s.begin("ListDeliveries", webhookID); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer s.mu.Unlock()
+	limit = min(max(limit, 1), 100)
+	var cursor *lull.Delivery
+	if after != "" {
+		d, ok := s.dlvs[dlvKey{webhookID, after}]
+		if !ok {
+			return nil, "", &lull.Error{Code: lull.EINVALID, Param: "after", Message: fmt.Sprintf("No delivery found with id '%s'.", after)}
+		}
+		cursor = d
+	}
 	var out []*lull.Delivery
-	for k := range s.dlvs {
-		if k.webhook == webhookID {
+	for k, d := range s.dlvs {
+		if k.webhook == webhookID && (cursor == nil || olderThan(d.CreatedAt, d.ID, cursor.CreatedAt, cursor.ID)) {
 			out = append(out, s.withAttempts(k))
 		}
 	}
 	slices.SortFunc(out, func(a, b *lull.Delivery) int { return newestFirst(a.CreatedAt, a.ID, b.CreatedAt, b.ID) })
-	if limit > 0 && len(out) > limit {
+	if len(out) > limit {
+		return out[:limit], out[limit-1].ID, nil
+	}
+	return out, "", nil
+}
+
+// DueDeliveries implements lull.Webhooks.
+func (s *Store) DueDeliveries(_ context.Context, now time.Time, limit int) ([]*lull.Delivery, error) {
+	if err := s.begin("DueDeliveries", ""); err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	var out []*lull.Delivery
+	for _, d := range s.dlvs {
+		if d.Parked && d.Status == lull.DeliveryPending && !d.NextAttemptAt.After(now) {
+			out = append(out, deliveryCopy(d))
+		}
+	}
+	slices.SortFunc(out, func(a, b *lull.Delivery) int {
+		return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), cmp.Compare(a.ID, b.ID))
+	})
+	if len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// Unpark implements lull.Webhooks.
+func (s *Store) Unpark(_ context.Context, webhookID, deliveryID string, due time.Time) error {
+	if err := s.begin("Unpark", deliveryID); err != nil {
+		return err
+	}
+	defer s.end()
+	if d, ok := s.dlvs[dlvKey{webhookID, deliveryID}]; ok && d.NextAttemptAt.Equal(ms(due)) {
+		d.Parked = false
+	}
+	return nil
 }

@@ -11,6 +11,14 @@ import (
 // (OpenAI's limit).
 const MaxEmbeddingInputs = 2048
 
+// MaxResponseItems is the most input items one Responses request may carry.
+const MaxResponseItems = 2048
+
+// CodeModelNotSupported is the error code of a request to an endpoint that
+// the named model does not serve (an embedding model asked for a chat
+// completion, say); HTTP 400.
+const CodeModelNotSupported = "model_not_supported"
+
 func taskNoun(t lull.Task) string {
 	if t == lull.TaskEmbed {
 		return "embedding"
@@ -18,27 +26,22 @@ func taskNoun(t lull.Task) string {
 	return "generation"
 }
 
-// validateEmbeddings checks an embeddings body as OpenAI does: input is a
-// non-empty string, an array of non-empty strings, an array of token IDs or
-// an array of token-ID arrays, at most MaxEmbeddingInputs of them;
-// encoding_format is float or base64; dimensions is positive.
-func validateEmbeddings(req *Body) error {
-	if err := validateEmbeddingInput(req.Input); err != nil {
-		return err
+// input checks the input of an embeddings or Responses request.
+func (c *checker) input(k string, v any) (any, error) {
+	if c.e == lull.EndpointEmbeddings {
+		raw, err := encode(v)
+		if err != nil {
+			return nil, err
+		}
+		return v, validateEmbeddingInput(raw)
 	}
-	if f := req.EncodingFormat; f != nil && *f != "float" && *f != "base64" {
-		return lull.ParamError("encoding_format", "Invalid value for 'encoding_format': %q. Supported values are: 'float' and 'base64'.", *f)
-	}
-	if d := req.Dimensions; d != nil && *d < 1 {
-		return lull.ParamError("dimensions", "'dimensions' must be at least 1.")
-	}
-	return nil
+	return v, c.responsesInput(v)
 }
 
+// validateEmbeddingInput checks an embeddings input as OpenAI does: a
+// non-empty string, an array of non-empty strings, an array of token IDs or
+// an array of token-ID arrays, at most MaxEmbeddingInputs of them.
 func validateEmbeddingInput(raw json.RawMessage) error {
-	if len(raw) == 0 || string(raw) == "null" {
-		return lull.ParamError("input", "Missing required parameter: 'input'.")
-	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
 		if one == "" {
@@ -76,37 +79,45 @@ func validateEmbeddingInput(raw json.RawMessage) error {
 	return nil
 }
 
-// validateResponses checks a Responses body: input is a non-empty string or
-// array of input items; lull keeps no conversation state, so
-// previous_response_id and conversation are refused; max_output_tokens is
-// positive. Whether background is required is the caller's rule (see
-// RequireBackground).
-func validateResponses(req *Body) error {
-	raw := req.Input
-	if len(raw) == 0 || string(raw) == "null" {
-		return lull.ParamError("input", "Missing required parameter: 'input'.")
-	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		if one == "" {
+// responsesInput checks a Responses input: a non-empty string or a
+// non-empty array of input items; media in items (input_image,
+// input_file) must be inline unless Limits.AllowRemoteMedia.
+func (c *checker) responsesInput(v any) error {
+	switch in := v.(type) {
+	case string:
+		if in == "" {
 			return lull.ParamError("input", "'input' cannot be an empty string.")
 		}
-	} else {
-		var items []map[string]json.RawMessage
-		if json.Unmarshal(raw, &items) != nil || len(items) == 0 {
+		return nil
+	case []any:
+		if len(in) == 0 {
 			return lull.ParamError("input", "'input' must be a string or a non-empty array of input items.")
 		}
+		if len(in) > MaxResponseItems {
+			return lull.ParamError("input", "'input' may hold at most %d items.", MaxResponseItems)
+		}
+		for i, it := range in {
+			item, ok := it.(*object)
+			if !ok {
+				return lull.ParamError(fmt.Sprintf("input[%d]", i), "'input[%d]' must be an input item object.", i)
+			}
+			parts, _ := item.vals["content"].([]any)
+			for j, p := range parts {
+				part, ok := p.(*object)
+				if !ok {
+					continue
+				}
+				param := fmt.Sprintf("input[%d].content[%d]", i, j)
+				for _, k := range []string{"image_url", "file_url"} {
+					if u, ok := part.vals[k].(string); ok && !c.lim.AllowRemoteMedia && !isDataURL(u) {
+						return lull.ParamError(param+"."+k, "Media must be sent inline (a data: URL or file_data); remote URLs are not fetched.")
+					}
+				}
+			}
+		}
+		return nil
 	}
-	if req.PreviousResponseID != nil && *req.PreviousResponseID != "" {
-		return lull.ParamError("previous_response_id", "lull keeps no conversation state between responses: send the whole conversation in 'input' instead of 'previous_response_id'.")
-	}
-	if len(req.Conversation) > 0 && string(req.Conversation) != "null" {
-		return lull.ParamError("conversation", "lull keeps no conversation state between responses: send the whole conversation in 'input' instead of 'conversation'.")
-	}
-	if v := req.MaxOutputTokens; v != nil && *v < 1 {
-		return lull.ParamError("max_output_tokens", "'max_output_tokens' must be at least 1.")
-	}
-	return nil
+	return lull.ParamError("input", "'input' must be a string or a non-empty array of input items.")
 }
 
 // RequireBackground refuses a Responses body without "background": true:

@@ -11,12 +11,18 @@ import (
 	"time"
 
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Storage names the shared table and bucket.
 type Storage struct {
 	Table  string `env:"LULL_TABLE" required:"true" doc:"DynamoDB table name"`
 	Bucket string `env:"LULL_BUCKET" required:"true" doc:"S3 bucket for inputs, outputs and files"`
+	// Retention and FileRetention set the DynamoDB TTL of everything a
+	// component writes; infra sets the same values on every component and
+	// derives the S3 lifecycle from them.
+	Retention     time.Duration `env:"LULL_RETENTION" default:"720h" doc:"how long finished generations, batches, deliveries and idempotency keys are kept (DynamoDB TTL, from the end or from the end of the completion window)"`
+	FileRetention time.Duration `env:"LULL_FILE_RETENTION" default:"720h" doc:"how long Batch API files are kept after their creation (DynamoDB TTL)"`
 }
 
 // Queues names the SQS queues a component sends to.
@@ -55,8 +61,9 @@ type API struct {
 	MinWindow             time.Duration `env:"LULL_MIN_COMPLETION_WINDOW" default:"1m" doc:"shortest completion window a request may ask for"`
 	MaxWindow             time.Duration `env:"LULL_MAX_COMPLETION_WINDOW" default:"168h" doc:"longest completion window a request may ask for"`
 	MaxBodyBytes          int           `env:"LULL_MAX_BODY_BYTES" default:"2097152" doc:"largest accepted request body"`
-	Retention             time.Duration `env:"LULL_RETENTION" default:"720h" doc:"how long finished generations are kept (DynamoDB TTL)"`
 	AllowInsecureWebhooks bool          `env:"LULL_WEBHOOK_ALLOW_INSECURE" default:"false" doc:"allow http:// and loopback/private webhook URLs (dev only)"`
+	SecretsKey            string        `env:"LULL_SECRETS_KEY" doc:"KMS key (ID, ARN or alias) that seals webhook secrets in the table; local:<base64 32 bytes> for a local key (dev stack); empty stores them as they are"`
+	request.Limits
 }
 
 // Webhooks is the configuration of lambdas/webhooks.
@@ -69,6 +76,7 @@ type Webhooks struct {
 	PublicURL             string        `env:"LULL_PUBLIC_URL" doc:"the API's public base URL, for links in webhook payloads"`
 	BatchQueueURL         string        `env:"LULL_BATCH_QUEUE_URL" doc:"batch jobs queue URL: batch lines are counted here and the last one queues the finalize job; empty disables"`
 	TimeScale             float64       `env:"LULL_WEBHOOK_TIME_SCALE" default:"1" doc:"multiplies the retry schedule and Retry-After waits; below 1 only for tests and demos"`
+	SecretsKey            string        `env:"LULL_SECRETS_KEY" doc:"KMS key (ID, ARN or alias) that seals webhook secrets in the table, as the API's; local:<base64 32 bytes> for a local key (dev stack)"`
 }
 
 // Batch is the configuration of lambdas/batch. BatchQueueURL is required
@@ -76,6 +84,7 @@ type Webhooks struct {
 type Batch struct {
 	Storage
 	Queues
+	request.Limits
 }
 
 // Scaler is the configuration of lambdas/scaler.

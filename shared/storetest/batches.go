@@ -110,27 +110,27 @@ func Batches(t *testing.T, s BatchStore, gens lull.Generations) {
 			var got []string
 			after := ""
 			for page := 0; ; page++ {
-				files, more, err := s.ListFiles(ctx, tenant, lull.FileListOptions{Limit: 2, After: after, Purpose: tc.purpose})
+				files, next, err := s.ListFiles(ctx, tenant, lull.FileListOptions{Limit: 2, After: after, Purpose: tc.purpose})
 				if err != nil {
 					t.Fatal(err)
 				}
 				for _, f := range files {
 					got = append(got, f.ID)
 				}
-				if !more {
+				if next == "" {
 					break
 				}
-				if len(files) != 2 || page > 10 {
-					t.Fatalf("%s: page %d has %d files and more", tc.name, page, len(files))
+				if len(files) != 2 || page > 10 || next != files[1].ID {
+					t.Fatalf("%s: page %d has %d files and goes on after %s", tc.name, page, len(files), next)
 				}
-				after = files[len(files)-1].ID
+				after = next
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("%s: ListFiles = %v, want %v", tc.name, got, tc.want)
 			}
 		}
-		if files, more, err := s.ListFiles(ctx, lull.NewID("t"), lull.FileListOptions{Limit: 100}); err != nil || more || len(files) != 0 {
-			t.Fatalf("another tenant's list = %v, %v, %v; want empty", files, more, err)
+		if files, next, err := s.ListFiles(ctx, lull.NewID("t"), lull.FileListOptions{Limit: 100}); err != nil || next != "" || len(files) != 0 {
+			t.Fatalf("another tenant's list = %v, %q, %v; want empty", files, next, err)
 		}
 		if _, _, err := s.ListFiles(ctx, tenant, lull.FileListOptions{Limit: 10, After: other.ID}); !isParamError(err, "after") {
 			t.Fatalf("After another tenant's file: %v, want invalid after", err)

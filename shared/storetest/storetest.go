@@ -254,17 +254,20 @@ func Generations(t *testing.T, s Store) {
 		var got []string
 		after := ""
 		for page := 0; ; page++ {
-			gens, more, err := s.List(ctx, tenant, lull.ListOptions{Limit: 3, After: after})
+			gens, next, err := s.List(ctx, tenant, lull.ListOptions{Limit: 3, After: after})
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, g := range gens {
 				got = append(got, g.ID)
 			}
-			if !more {
+			if next == "" {
 				break
 			}
-			after = gens[len(gens)-1].ID
+			if next != gens[len(gens)-1].ID {
+				t.Fatalf("full page continues after %s, not its last generation", next)
+			}
+			after = next
 			if page > 5 {
 				t.Fatal("pagination does not end")
 			}
@@ -272,9 +275,9 @@ func Generations(t *testing.T, s Store) {
 		if fmt.Sprint(got) != fmt.Sprint(ids) {
 			t.Fatalf("List = %v, want %v", got, ids)
 		}
-		cancelled, more, err := s.List(ctx, tenant, lull.ListOptions{Limit: 10, Status: lull.StatusCancelled})
-		if err != nil || more || len(cancelled) != 1 || cancelled[0].ID != ids[1] {
-			t.Fatalf("List cancelled = %v, %v, %v", cancelled, more, err)
+		cancelled, next, err := s.List(ctx, tenant, lull.ListOptions{Limit: 10, Status: lull.StatusCancelled})
+		if err != nil || next != "" || len(cancelled) != 1 || cancelled[0].ID != ids[1] {
+			t.Fatalf("List cancelled = %v, %q, %v", cancelled, next, err)
 		}
 		if _, _, err := s.List(ctx, lull.NewID("t"), lull.ListOptions{Limit: 3, After: ids[0]}); lull.ErrorCode(err) != lull.EINVALID {
 			t.Fatalf("cursor of another tenant: %v, want invalid", err)

@@ -26,6 +26,17 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 		if err := s.CreateWebhook(ctx, a); !lull.IsConflict(err) {
 			t.Fatalf("second create: %v", err)
 		}
+		// An empty event list means every event, and reads back.
+		c := &lull.Webhook{ID: lull.NewID("wh"), Tenant: lull.NewID("t"), URL: "https://c.example.com", Secret: "whsec_Qw==", Events: []string{}, CreatedAt: now}
+		if err := s.CreateWebhook(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetWebhook(ctx, c.ID); err != nil || !got.Wants(lull.EventBatchFailed) {
+			t.Fatalf("webhook with no events = %+v, %v", got, err)
+		}
+		if list, err := s.ListWebhooks(ctx, c.Tenant); err != nil || len(list) != 1 {
+			t.Fatalf("listing a webhook with no events = %v, %v", list, err)
+		}
 		list, err := s.ListWebhooks(ctx, tenant)
 		if err != nil || len(list) != 2 || list[0].ID != a.ID || list[1].ID != b.ID {
 			t.Fatalf("List = %v, %v", list, err)
@@ -33,24 +44,79 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 		if list[1].Wants(lull.EventGenerationCompleted) || !list[1].Wants(lull.EventGenerationFailed) || !list[0].Wants(lull.EventGenerationCompleted) {
 			t.Fatal("event filters not kept")
 		}
-		a.Disabled, a.DisabledReason, a.PrevSecret, a.PrevSecretUntil = true, "410", "whsec_old", now.Add(time.Hour)
-		if err := s.UpdateWebhook(ctx, a); err != nil {
+		// Rotation and disabling are partial writes: each keeps the other.
+		until := now.Add(time.Hour)
+		if err := s.RotateSecret(ctx, a.ID, a.Secret, "whsec_new", now, until); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RotateSecret(ctx, a.ID, a.Secret, "whsec_lost", now, until); !lull.IsConflict(err) {
+			t.Fatalf("rotation from a stale secret: %v, want conflict", err)
+		}
+		if err := s.DisableWebhook(ctx, a.ID, "410"); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.GetWebhook(ctx, a.ID)
-		if err != nil || !got.Disabled || got.DisabledReason != "410" || got.PrevSecret != "whsec_old" || !got.PrevSecretUntil.Equal(a.PrevSecretUntil) {
-			t.Fatalf("Get after update = %+v, %v", got, err)
+		if err != nil || !got.Disabled || got.DisabledReason != "410" || got.Secret != "whsec_new" || got.PrevSecret != a.Secret ||
+			!got.PrevSecretUntil.Equal(until) || got.URL != a.URL {
+			t.Fatalf("Get after rotate and disable = %+v, %v", got, err)
 		}
 		if err := s.DeleteWebhook(ctx, a.ID); err != nil {
 			t.Fatal(err)
 		}
-		for _, err := range []error{s.DeleteWebhook(ctx, a.ID), s.UpdateWebhook(ctx, a)} {
+		for _, err := range []error{s.DeleteWebhook(ctx, a.ID), s.DisableWebhook(ctx, a.ID, "x"), s.RotateSecret(ctx, a.ID, "whsec_new", "y", now, until)} {
 			if !lull.IsNotFound(err) {
 				t.Fatalf("after delete: %v, want not found", err)
 			}
 		}
 		if _, err := s.GetWebhook(ctx, a.ID); !lull.IsNotFound(err) {
 			t.Fatalf("Get deleted: %v", err)
+		}
+	})
+	t.Run("ParkedDeliveries", func(t *testing.T) {
+		t.Parallel()
+		wh, due := lull.NewID("wh"), now.Add(5*time.Hour)
+		d := &lull.Delivery{ID: lull.NewID("dlv"), WebhookID: wh, Tenant: "t", EventID: "evt_p", EventType: lull.EventGenerationCompleted,
+			Status: lull.DeliveryPending, CreatedAt: now, UpdatedAt: now, NextAttemptAt: due, Parked: true}
+		if _, err := s.CreateDelivery(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		dueIDs := func(at time.Time) []string {
+			t.Helper()
+			ds, err := s.DueDeliveries(ctx, at, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, x := range ds {
+				if x.WebhookID == wh {
+					ids = append(ids, x.ID)
+				}
+			}
+			return ids
+		}
+		if ids := dueIDs(due.Add(-time.Second)); len(ids) != 0 {
+			t.Fatalf("due before its time: %v", ids)
+		}
+		if ids := dueIDs(due); len(ids) != 1 || ids[0] != d.ID {
+			t.Fatalf("DueDeliveries at its time = %v, want %s", ids, d.ID)
+		}
+		if got, err := s.GetDelivery(ctx, wh, d.ID); err != nil || !got.Parked || !got.NextAttemptAt.Equal(due) {
+			t.Fatalf("GetDelivery = %+v, %v; want parked until %s", got, err, due)
+		}
+		if err := s.Unpark(ctx, wh, d.ID, due.Add(time.Minute)); err != nil { // rescheduled meanwhile: stays
+			t.Fatal(err)
+		}
+		if ids := dueIDs(due); len(ids) != 1 {
+			t.Fatalf("Unpark for another due time cleared the delivery: %v", ids)
+		}
+		if err := s.Unpark(ctx, wh, d.ID, due); err != nil {
+			t.Fatal(err)
+		}
+		if ids := dueIDs(due.Add(time.Hour)); len(ids) != 0 {
+			t.Fatalf("still due after Unpark: %v", ids)
+		}
+		if err := s.Unpark(ctx, wh, lull.NewID("dlv"), due); err != nil {
+			t.Fatalf("Unpark of a missing delivery: %v", err)
 		}
 	})
 	t.Run("Deliveries", func(t *testing.T) {
@@ -88,9 +154,18 @@ func Webhooks(t *testing.T, s lull.Webhooks) {
 		if err != nil || got.Status != lull.DeliveryFailed || len(got.Attempts) != 3 || got.Attempts[2].StatusCode != 503 || got.Attempts[0].Latency != 12*time.Millisecond {
 			t.Fatalf("GetDelivery = %+v, %v", got, err)
 		}
-		list, err := s.ListDeliveries(ctx, wh, 10)
-		if err != nil || len(list) != 2 || list[0].ID != "dlv_b" || len(list[1].Attempts) != 3 || len(list[0].Attempts) != 0 {
-			t.Fatalf("ListDeliveries = %+v, %v", list, err)
+		list, next, err := s.ListDeliveries(ctx, wh, "", 10)
+		if err != nil || next != "" || len(list) != 2 || list[0].ID != "dlv_b" || len(list[1].Attempts) != 3 || len(list[0].Attempts) != 0 {
+			t.Fatalf("ListDeliveries = %+v, %q, %v", list, next, err)
+		}
+		if list, next, err := s.ListDeliveries(ctx, wh, "", 1); err != nil || next != "dlv_b" || len(list) != 1 || list[0].ID != "dlv_b" {
+			t.Fatalf("ListDeliveries limit 1 = %+v, %q, %v", list, next, err)
+		}
+		if list, next, err := s.ListDeliveries(ctx, wh, "dlv_b", 1); err != nil || next != "" || len(list) != 1 || list[0].ID != "dlv_a" {
+			t.Fatalf("ListDeliveries after dlv_b = %+v, %q, %v", list, next, err)
+		}
+		if _, _, err := s.ListDeliveries(ctx, wh, "dlv_zz", 1); lull.ErrorCode(err) != lull.EINVALID {
+			t.Fatalf("ListDeliveries after a missing delivery: %v, want invalid", err)
 		}
 		// A delivery keeps what rebuilds its event, for a manual retry.
 		want := lull.Event{ID: "evt_dlv_b", Type: lull.EventBatchCompleted, Tenant: "t", BatchID: "batch_1", WebhookID: wh,

@@ -10,6 +10,7 @@ import (
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sealing"
 	"github.com/lull-ai/lull/shared/settings"
 	"github.com/lull-ai/lull/shared/sqs"
 )
@@ -24,12 +25,18 @@ func New(cfg settings.API, c *awsclients.Clients, log *slog.Logger) (*httpapi.Se
 		return nil, err
 	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
-	store.Retention = cfg.Retention
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
+	sealer, err := sealing.FromSetting(cfg.SecretsKey, c.KMS)
+	if err != nil {
+		return nil, err
+	}
+	store.Sealer = sealer
 	hc := httpapi.Config{
 		Generations: store, Keys: store, Blobs: s3.New(c.S3, cfg.Bucket),
 		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), Tasks: tasks, Logger: log,
 		DefaultWindow: cfg.DefaultWindow, MinWindow: cfg.MinWindow, MaxWindow: cfg.MaxWindow, MaxBodyBytes: int64(cfg.MaxBodyBytes),
-		Guard: &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks},
+		Guard:  &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks},
+		Limits: cfg.Limits,
 	}
 	if cfg.EventsQueueURL != "" {
 		hc.Webhooks, hc.Events = store, sqs.New(c.SQS, cfg.EventsQueueURL)

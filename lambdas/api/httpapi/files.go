@@ -209,20 +209,20 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) error {
 	if opts.After != "" && !lull.ValidID("file", opts.After) {
 		return lull.ParamError("after", "No such File object: %s", opts.After)
 	}
-	files, more, err := s.cfg.Files.ListFiles(r.Context(), tenant(r), opts)
+	files, next, err := s.cfg.Files.ListFiles(r.Context(), tenant(r), opts)
 	if err != nil {
 		return err
 	}
-	page := Page[genview.FileView]{Object: "list", Data: make([]genview.FileView, 0, len(files)), HasMore: more}
+	page := Page[genview.FileView]{Object: "list", Data: make([]genview.FileView, 0, len(files))}
 	now := s.cfg.Now()
+	var kept []*lull.File
 	for _, f := range files {
 		if !f.Expired(now) {
+			kept = append(kept, f)
 			page.Data = append(page.Data, genview.File(f))
 		}
 	}
-	if len(files) > 0 {
-		page.FirstID, page.LastID = &files[0].ID, &files[len(files)-1].ID
-	}
+	page.cursor(next, func(i int) string { return kept[i].ID })
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }

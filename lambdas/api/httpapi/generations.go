@@ -66,10 +66,11 @@ func (s *Server) acceptGeneration(w http.ResponseWriter, r *http.Request, e lull
 	if err != nil {
 		return nil, err
 	}
-	req, meta, err := s.validate(e, body)
+	req, err := s.validate(e, body)
 	if err != nil {
 		return nil, err
 	}
+	meta := req.Metadata
 	if check != nil {
 		if err := check(req); err != nil {
 			return nil, err
@@ -94,11 +95,13 @@ func (s *Server) acceptGeneration(w http.ResponseWriter, r *http.Request, e lull
 		ID: lull.NewID("gen"), Tenant: t, Model: req.Model, Endpoint: e, Status: lull.StatusQueued,
 		CreatedAt: now, ExpiresAt: now.Add(win), WebhookID: meta["webhook_id"], IdempotencyKey: idem,
 	}
-	if len(body) <= s.cfg.InlineLimit {
-		g.Request = compact(body)
+	// What is stored, and later forwarded, is the validated request
+	// re-encoded, never the client's bytes.
+	if len(req.Canonical) <= s.cfg.InlineLimit {
+		g.Request = req.Canonical
 	} else {
 		g.RequestKey = lull.InputKey(t, g.ID)
-		if err := s.cfg.Blobs.Put(r.Context(), g.RequestKey, body, "application/json"); err != nil {
+		if err := s.cfg.Blobs.Put(r.Context(), g.RequestKey, req.Canonical, "application/json"); err != nil {
 			return nil, err
 		}
 	}
@@ -119,14 +122,6 @@ func (s *Server) acceptGeneration(w http.ResponseWriter, r *http.Request, e lull
 		log.InfoContext(r.Context(), "idempotent replay", "idempotency_key", idem)
 	}
 	return stored, nil
-}
-
-func compact(body []byte) json.RawMessage {
-	var out bytes.Buffer
-	if err := json.Compact(&out, body); err != nil {
-		return json.RawMessage(body)
-	}
-	return json.RawMessage(out.Bytes())
 }
 
 // own returns the caller's object with ID id (made by lull.NewID(prefix)),
@@ -211,6 +206,20 @@ type Page[T any] struct {
 	HasMore bool    `json:"has_more"`
 }
 
+// cursor fills FirstID, LastID and HasMore from the store's continuation
+// cursor next ("" at the end) and the ID of data item i. LastID is the last
+// item's ID, as OpenAI's; a page left empty by a bounded read that goes on
+// carries the store's cursor there instead, for ?after=.
+func (p *Page[T]) cursor(next string, id func(i int) string) {
+	p.HasMore = next != ""
+	if n := len(p.Data); n > 0 {
+		first, last := id(0), id(n-1)
+		p.FirstID, p.LastID = &first, &last
+	} else if p.HasMore {
+		p.LastID = &next
+	}
+}
+
 func (s *Server) listGenerations(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	opts := lull.ListOptions{Limit: 20, After: q.Get("after"), Status: lull.Status(q.Get("status"))}
@@ -227,17 +236,15 @@ func (s *Server) listGenerations(w http.ResponseWriter, r *http.Request) error {
 	if opts.After != "" && !lull.ValidID("gen", opts.After) {
 		return lull.ParamError("after", "No generation found with id '%s'.", opts.After)
 	}
-	gens, more, err := s.cfg.Generations.List(r.Context(), tenant(r), opts)
+	gens, next, err := s.cfg.Generations.List(r.Context(), tenant(r), opts)
 	if err != nil {
 		return err
 	}
-	page := Page[genview.View]{Object: "list", Data: make([]genview.View, 0, len(gens)), HasMore: more}
+	page := Page[genview.View]{Object: "list", Data: make([]genview.View, 0, len(gens))}
 	for _, g := range gens {
 		page.Data = append(page.Data, genview.Of(g))
 	}
-	if len(gens) > 0 {
-		page.FirstID, page.LastID = &gens[0].ID, &gens[len(gens)-1].ID
-	}
+	page.cursor(next, func(i int) string { return gens[i].ID })
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }

@@ -76,6 +76,9 @@ type Config struct {
 	// KeyCacheTTL is how long a resolved API key is trusted without a
 	// lookup; 60s when zero, negative disables the cache.
 	KeyCacheTTL time.Duration
+	// Limits bound what one request may ask of the engine (zero fields:
+	// request.DefaultLimits).
+	Limits request.Limits
 }
 
 func (c *Config) withDefaults() {
@@ -95,6 +98,7 @@ func (c *Config) withDefaults() {
 	c.MaxUploadBytes = cmp.Or(c.MaxUploadBytes, 200_000_000)
 	c.ContentInlineLimit = cmp.Or(c.ContentInlineLimit, 3<<20)
 	c.ViewInlineLimit = cmp.Or(c.ViewInlineLimit, 2<<20)
+	c.Limits = c.Limits.WithDefaults()
 	if c.Guard == nil {
 		c.Guard = &netguard.Guard{}
 	}
@@ -121,6 +125,9 @@ func (c *Config) validate() error {
 	}
 	if c.DefaultWindow < c.MinWindow || c.DefaultWindow > c.MaxWindow {
 		errs = append(errs, fmt.Errorf("DefaultWindow %s outside [%s, %s]", c.DefaultWindow, c.MinWindow, c.MaxWindow))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("httpapi: config: %w", err)

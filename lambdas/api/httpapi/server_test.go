@@ -16,6 +16,7 @@ import (
 	"github.com/lull-ai/lull/localstack/emutest"
 	"github.com/lull-ai/lull/shared/dynamodb"
 	"github.com/lull-ai/lull/shared/lull"
+	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
 	"github.com/lull-ai/lull/shared/sqs"
 )
@@ -57,6 +58,7 @@ func newEnv(t *testing.T) *env {
 		MaxBodyBytes: 64 << 10, InlineLimit: 1 << 10,
 		Logger:  slog.New(slog.DiscardHandler),
 		Batches: store, Files: store, Uploads: store, BatchQueue: batchQueue, MaxFileBytes: 4 << 10, MaxUploadBytes: 1 << 20, ContentInlineLimit: 100,
+		Webhooks: store, Events: queue, Guard: &netguard.Guard{AllowInsecure: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +169,14 @@ func TestBadRequests(t *testing.T) {
 		{"ResponseGenerationID", "GET", "/v1/responses/" + lull.NewID("gen"), "sk-a", "", nil, 404, "not_found", ""},
 		{"ResponseCancelMissing", "POST", "/v1/responses/resp_" + lull.NewID("gen")[4:] + "/cancel", "sk-a", "", nil, 404, "not_found", ""},
 		{"ResponseDeleteMissing", "DELETE", "/v1/responses/resp_" + lull.NewID("gen")[4:], "sk-a", "", nil, 404, "not_found", ""},
+		// What reaches the engine is what was validated (issue 13 a).
+		{"CaseVariantN", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","n":100000,"N":1,"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "N"},
+		{"DuplicateMaxTokens", "POST", "/v1/slow/completions", "sk-a", `{"model":"test-model","prompt":"x","max_tokens":1,"max_tokens":10000000}`, nil, 400, "invalid_request", "max_tokens"},
+		{"MaxTokensTooLarge", "POST", "/v1/slow/completions", "sk-a", `{"model":"test-model","prompt":"x","max_tokens":10000000}`, nil, 400, "invalid_request", "max_tokens"},
+		{"ClientPriority", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","priority":-100,"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "priority"},
+		{"ChatTemplate", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","chat_template":"{{x}}","messages":[{"role":"user","content":"hi"}]}`, nil, 400, "invalid_request", "chat_template"},
+		{"RemoteImage", "POST", "/v1/slow/chat/completions", "sk-a", `{"model":"test-model","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://169.254.169.254/"}}]}]}`, nil, 400, "invalid_request", "messages[0].content[0].image_url.url"},
+		{"TooManySequences", "POST", "/v1/slow/completions", "sk-a", `{"model":"test-model","prompt":["a","b","c"],"n":100}`, nil, 400, "invalid_request", "n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -38,11 +38,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 
 var windowRE = regexp.MustCompile(`^([0-9]{1,5})(s|m|h|d)$`)
 
-// window parses a completion window ("90s", "30m", "1h", "24h", "3d") and
-// checks it against [MinWindow, MaxWindow].
 // validate checks a slow request body for endpoint e.
-func (s *Server) validate(e lull.Endpoint, body []byte) (*request.Body, map[string]string, error) {
-	return request.Check(e, body, s.served)
+func (s *Server) validate(e lull.Endpoint, body []byte) (*request.Body, error) {
+	return request.Check(e, body, s.served, s.cfg.Limits)
 }
 
 // served reports whether model is served here, and what it does.
@@ -51,6 +49,8 @@ func (s *Server) served(model string) (lull.Task, bool) {
 	return s.cfg.Tasks[model], ok
 }
 
+// window parses a completion window ("90s", "30m", "1h", "24h", "3d") and
+// checks it against [MinWindow, MaxWindow].
 func (s *Server) window(h string) (time.Duration, error) {
 	if h == "" {
 		return s.cfg.DefaultWindow, nil

@@ -185,7 +185,8 @@ func (s *Server) updateEndpoint(w http.ResponseWriter, r *http.Request) error {
 	}
 	if changed {
 		wh.UpdatedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
-		if err := s.cfg.Webhooks.UpdateWebhook(r.Context(), wh); err != nil {
+		// Settings only: a rotation or a 410 meanwhile stands.
+		if err := s.cfg.Webhooks.EditWebhook(r.Context(), wh); err != nil {
 			return err
 		}
 	}
@@ -213,12 +214,13 @@ func (s *Server) rotateEndpointSecret(w http.ResponseWriter, r *http.Request) er
 		}
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	old := wh.Secret
 	wh.PrevSecret, wh.PrevSecretUntil = "", time.Time{}
 	if in.Keep {
 		wh.PrevSecret, wh.PrevSecretUntil = wh.Secret, now.Add(RotationGrace)
 	}
 	wh.Secret, wh.UpdatedAt = whsign.NewSecret(), now
-	if err := s.cfg.Webhooks.UpdateWebhook(r.Context(), wh); err != nil {
+	if err := s.cfg.Webhooks.RotateSecret(r.Context(), wh.ID, old, wh.Secret, now, wh.PrevSecretUntil); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, endpointView(wh, true))

@@ -130,12 +130,14 @@ func (s *Server) registerWebhook(r *http.Request, url string, events []string, d
 	if err := s.cfg.Guard.CheckURL(r.Context(), url); err != nil {
 		return nil, err
 	}
+	// The store enforces the cap atomically; this read also covers
+	// endpoints registered before it counted them.
 	existing, err := s.cfg.Webhooks.ListWebhooks(r.Context(), tenant(r))
 	if err != nil {
 		return nil, err
 	}
-	if len(existing) >= 20 {
-		return nil, lull.Errorf(lull.EINVALID, "A tenant may register at most 20 webhook endpoints.")
+	if len(existing) >= lull.MaxWebhooksPerTenant {
+		return nil, lull.Errorf(lull.EINVALID, "A tenant may register at most %d webhook endpoints.", lull.MaxWebhooksPerTenant)
 	}
 	wh := &lull.Webhook{ID: lull.NewID("wh"), Tenant: tenant(r), URL: url, Events: events, Description: description,
 		Secret: whsign.NewSecret(), CreatedAt: s.cfg.Now().UTC().Truncate(time.Millisecond)}
@@ -199,9 +201,10 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wh.PrevSecret, wh.PrevSecretUntil = wh.Secret, s.cfg.Now().UTC().Add(RotationGrace)
-	wh.Secret = whsign.NewSecret()
-	if err := s.cfg.Webhooks.UpdateWebhook(r.Context(), wh); err != nil {
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	wh.PrevSecret, wh.PrevSecretUntil = wh.Secret, now.Add(RotationGrace)
+	wh.Secret, wh.UpdatedAt = whsign.NewSecret(), now
+	if err := s.cfg.Webhooks.RotateSecret(r.Context(), wh.ID, wh.PrevSecret, wh.Secret, now, wh.PrevSecretUntil); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, webhookView(wh, true))
@@ -213,15 +216,20 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	q := r.URL.Query()
 	limit := 50
-	if l := r.URL.Query().Get("limit"); l != "" {
+	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 500 {
 			return lull.ParamError("limit", "'limit' must be an integer between 1 and 500.")
 		}
-		limit = n
+		limit = n // a page holds at most 100; has_more and ?after= go on
 	}
-	ds, err := s.cfg.Webhooks.ListDeliveries(r.Context(), wh.ID, limit)
+	after := q.Get("after")
+	if after != "" && !lull.ValidID("dlv", after) {
+		return lull.ParamError("after", "No delivery found with id '%s'.", after)
+	}
+	ds, next, err := s.cfg.Webhooks.ListDeliveries(r.Context(), wh.ID, after, limit)
 	if err != nil {
 		return err
 	}
@@ -229,6 +237,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	for _, d := range ds {
 		page.Data = append(page.Data, deliveryView(d))
 	}
+	page.cursor(next, func(i int) string { return ds[i].ID })
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
@@ -253,7 +262,7 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) error {
 	if err := s.cfg.Events.Send(r.Context(), body, d.Tenant, 0); err != nil {
 		return err
 	}
-	d.Status, d.NextAttemptAt = lull.DeliveryPending, s.cfg.Now().UTC()
+	d.Status, d.NextAttemptAt, d.Parked = lull.DeliveryPending, s.cfg.Now().UTC(), false
 	if err := s.cfg.Webhooks.ReopenDelivery(r.Context(), d); err != nil {
 		return err
 	}

@@ -98,7 +98,7 @@ func TestManualRetryOfBatchDelivery(t *testing.T) {
 	evBody, _ := json.Marshal(ev)
 	clock.Advance(time.Minute) // the delivery starts after the event happened
 	handle(evBody)             // first attempt: 500, a retry is scheduled for later
-	ds, err := store.ListDeliveries(ctx, wh.ID, 10)
+	ds, _, err := store.ListDeliveries(ctx, wh.ID, "", 10)
 	if err != nil || len(ds) != 1 || len(ds[0].Attempts) != 1 {
 		t.Fatalf("deliveries = %+v, %v", ds, err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/lull-ai/lull/shared/linecount"
 	"github.com/lull-ai/lull/shared/lull"
 	"github.com/lull-ai/lull/shared/parallel"
+	"github.com/lull-ai/lull/shared/request"
 )
 
 // Limits of an input file, as OpenAI's.
@@ -75,6 +76,9 @@ type Config struct {
 	Chunk int
 	// Concurrency bounds parallel store and blob calls; 16 when zero.
 	Concurrency int
+	// Limits bound what one line may ask of the engine, as for the API
+	// (zero fields: request.DefaultLimits).
+	Limits request.Limits
 }
 
 func (c *Config) withDefaults() {

@@ -119,7 +119,7 @@ func (h *Handler) parse(b *lull.Batch, fileLine int, raw []byte) (*parsedLine, *
 	case len(in.Body) == 0 || in.Body[0] != '{':
 		return nil, bad("missing_required_parameter", "body", "Missing required parameter: 'body' (a JSON object).")
 	}
-	req, _, err := request.Check(b.Endpoint, in.Body, func(m string) (lull.Task, bool) { _, ok := h.Queues[m]; return h.Tasks[m], ok })
+	req, err := request.Check(b.Endpoint, in.Body, func(m string) (lull.Task, bool) { _, ok := h.Queues[m]; return h.Tasks[m], ok }, h.Limits)
 	if err != nil {
 		var le *lull.Error
 		if errors.As(err, &le) {
@@ -135,7 +135,7 @@ func (h *Handler) parse(b *lull.Batch, fileLine int, raw []byte) (*parsedLine, *
 		}
 		return nil, bad("invalid_request", "body", "The body is not a valid request.")
 	}
-	return &parsedLine{customID: *in.CustomID, model: req.Model, body: in.Body}, nil
+	return &parsedLine{customID: *in.CustomID, model: req.Model, body: req.Canonical}, nil
 }
 
 // validate reads the whole input file and returns its number of requests, or

@@ -23,6 +23,7 @@ func New(cfg settings.Batch, c *awsclients.Clients, log *slog.Logger) (*batchjob
 		return nil, err
 	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
 	queues := make(map[string]lull.BatchSender, len(cfg.ModelQueues))
 	for model, url := range cfg.ModelQueues {
 		queues[model] = sqs.New(c.SQS, url)
@@ -30,5 +31,6 @@ func New(cfg settings.Batch, c *awsclients.Clients, log *slog.Logger) (*batchjob
 	return batchjob.New(batchjob.Config{
 		Batches: store, Generations: store, Blobs: s3.New(c.S3, cfg.Bucket), Queues: queues, Tasks: tasks,
 		BatchQueue: sqs.Optional(c.SQS, cfg.BatchQueueURL), Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log,
+		Limits: cfg.Limits,
 	})
 }

@@ -19,6 +19,7 @@ import (
 // the events queue's back to it.
 func New(cfg settings.DLQ, c *awsclients.Clients, log *slog.Logger) (*deadletter.Handler, error) {
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
 	return deadletter.New(deadletter.Config{
 		Generations: store, Batches: store, Events: sqs.Optional(c.SQS, cfg.EventsQueueURL),
 		Queues: sqs.Senders(c.SQS, cfg.ModelQueues), EventRedriveDelay: cfg.EventRedriveDelay, Logger: log,

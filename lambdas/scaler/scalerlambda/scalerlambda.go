@@ -54,10 +54,11 @@ func New(cfg settings.Scaler, c *awsclients.Clients, log *slog.Logger, metrics i
 		return nil, err
 	}
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
 	swCfg := sweep.Config{
 		Generations: store, Queues: sqs.Senders(c.SQS, cfg.ModelQueues),
 		Events: sqs.Optional(c.SQS, cfg.EventsQueueURL), Logger: log, Grace: cfg.SweepGrace,
-		Announcements: store, BatchQuiet: cfg.BatchQuiet,
+		Announcements: store, BatchQuiet: cfg.BatchQuiet, Webhooks: store,
 	}
 	if cfg.BatchQueueURL != "" {
 		// The Batch API is on: open batches are re-derived too.

@@ -3,14 +3,16 @@
 // write), non-terminal past their completion window, terminal but maybe
 // never announced (the process that ended them died before its event left),
 // and open batches whose progress stalled (a lost split, cancel or finalize
-// job, or a line whose event never arrived). The scaler Lambda runs it
-// every minute. Nothing here depends on one message surviving: what to do
-// is re-derived from the stored state.
+// job, or a line whose event never arrived); and webhook deliveries parked
+// until a retry further away than a queue delay can hold, now due. The
+// scaler Lambda runs it every minute. Nothing here depends on one message
+// surviving: what to do is re-derived from the stored state.
 package sweep
 
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,7 +50,10 @@ type Config struct {
 	Batches    OpenBatches
 	Reconciler Reconciler
 	BatchQuiet time.Duration
-	Logger     *slog.Logger
+	// Webhooks, with Events, lets the sweep queue the attempts of parked
+	// deliveries once due; nil skips that step.
+	Webhooks lull.Webhooks
+	Logger   *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Grace is how old an unenqueued generation must be before it is
@@ -115,6 +120,8 @@ type Result struct {
 	Expired     int
 	Reannounced int
 	Batches     int // open batches reconciled
+	// Retried counts parked deliveries whose due attempt was queued.
+	Retried int
 }
 
 // Sweep runs one pass. It returns the first error after doing what it can.
@@ -165,6 +172,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (Result, error) {
 		res.Batches = n
 		errs = append(errs, err)
 	}
+	n, err := s.retryParked(ctx, now)
+	res.Retried = n
+	errs = append(errs, err)
 	return res, errors.Join(errs...)
 }
 
@@ -202,6 +212,42 @@ func (s *Sweeper) reconcile(ctx context.Context, now time.Time, limit int) (int,
 		}
 	}
 	return len(open), errors.Join(errs...)
+}
+
+// retryParked queues the next attempt of every parked delivery now due,
+// then clears its mark. A crash between the two queues it again on the
+// next sweep: the dispatcher skips an attempt already made.
+func (s *Sweeper) retryParked(ctx context.Context, now time.Time) (int, error) {
+	if s.Webhooks == nil || s.Events == nil {
+		return 0, nil
+	}
+	due, err := s.Webhooks.DueDeliveries(ctx, now, s.Limit)
+	if err != nil {
+		return 0, err
+	}
+	var sent atomic.Int64
+	err = parallel.Each(ctx, s.Concurrency, len(due), func(ctx context.Context, i int) error {
+		d, err := s.Webhooks.GetDelivery(ctx, due[i].WebhookID, due[i].ID)
+		if lull.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if d.Status != lull.DeliveryPending || !d.Parked {
+			return nil
+		}
+		body, err := json.Marshal(lull.DeliveryTask{Event: d.Event(), DeliveryID: d.ID, Attempt: len(d.Attempts) + 1, DueAt: d.NextAttemptAt})
+		if err != nil {
+			return fmt.Errorf("sweep: marshal task of delivery %s: %w", d.ID, err)
+		}
+		if err := s.Events.Send(ctx, body, d.Tenant, 0); err != nil {
+			return err
+		}
+		sent.Add(1)
+		return s.Webhooks.Unpark(ctx, d.WebhookID, d.ID, d.NextAttemptAt)
+	})
+	return int(sent.Load()), err
 }
 
 // expire moves each of due to expired and announces it, conc at a time, and

@@ -33,7 +33,8 @@ import (
 var Schedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
 	5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
 
-// maxDelay is the longest SQS DelaySeconds; longer waits hop through it.
+// maxDelay is the longest SQS DelaySeconds; longer waits park the delivery
+// for the scaler's sweep (Webhooks.DueDeliveries).
 const maxDelay = 15 * time.Minute
 
 // Config wires a Handler to its dependencies. Webhooks, Generations, Blobs,
@@ -394,15 +395,16 @@ func (h *Handler) resume(ctx context.Context, w *lull.Webhook, d *lull.Delivery,
 func (h *Handler) conclude(ctx context.Context, log *slog.Logger, w *lull.Webhook, d *lull.Delivery, ev lull.Event, a lull.Attempt, retryAfter time.Duration) error {
 	now := h.Now().UTC()
 	code, n := a.StatusCode, a.N
-	d.UpdatedAt, d.NextAttemptAt = now, time.Time{}
+	d.UpdatedAt, d.NextAttemptAt, d.Parked = now, time.Time{}, false
 	switch {
 	case a.Error == "":
 		d.Status = lull.DeliverySucceeded
 		log.InfoContext(ctx, "webhook delivered", "status", code, "latency_ms", a.Latency.Milliseconds())
 	case code == http.StatusGone:
 		d.Status = lull.DeliveryFailed
-		w.Disabled, w.DisabledReason = true, "The endpoint answered 410 Gone on "+now.Format(time.RFC3339)+"."
-		if err := h.Webhooks.UpdateWebhook(ctx, w); err != nil && !lull.IsNotFound(err) {
+		// Only the disabled flag is written: w may be stale (a secret rotated
+		// while this attempt ran must stand).
+		if err := h.Webhooks.DisableWebhook(ctx, w.ID, "The endpoint answered 410 Gone on "+now.Format(time.RFC3339)+"."); err != nil && !lull.IsNotFound(err) {
 			return err
 		}
 		log.WarnContext(ctx, "endpoint answered 410; disabled")
@@ -418,6 +420,14 @@ func (h *Handler) conclude(ctx context.Context, log *slog.Logger, w *lull.Webhoo
 		}
 		d.Status, d.NextAttemptAt = lull.DeliveryPending, now.Add(wait)
 		log.InfoContext(ctx, "webhook attempt failed; retry scheduled", "err", a.Error, "retry_in", wait.String())
+		if wait > maxDelay {
+			// Longer than a message can wait: park the delivery; the
+			// scaler's sweep queues this attempt when it is due (one
+			// message, where hopping through the queue took one per 15
+			// minutes: ~300 for a failing endpoint's whole schedule).
+			d.Parked = true
+			return h.Webhooks.SaveDelivery(ctx, d)
+		}
 		// Schedule first: if that fails, the event is redelivered and, the
 		// delivery showing no scheduled retry, attempted again.
 		if err := h.send(ctx, lull.DeliveryTask{Event: withWebhook(ev, w.ID), DeliveryID: d.ID, Attempt: n + 1, DueAt: d.NextAttemptAt}, wait); err != nil {

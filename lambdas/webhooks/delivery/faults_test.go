@@ -182,7 +182,7 @@ func TestRetryChainResumesAfterLostSchedule(t *testing.T) {
 	if resp := e.handle(t, third[0]); len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("attempt 3: %+v", resp)
 	}
-	ds, err := e.store.ListDeliveries(ctx, e.hook.ID, 10)
+	ds, _, err := e.store.ListDeliveries(ctx, e.hook.ID, "", 10)
 	if err != nil || len(ds) != 1 || ds[0].Status != lull.DeliverySucceeded || len(ds[0].Attempts) != 3 {
 		t.Fatalf("deliveries %+v, %v", ds, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/lull-ai/lull/shared/linecount"
 	"github.com/lull-ai/lull/shared/netguard"
 	"github.com/lull-ai/lull/shared/s3"
+	"github.com/lull-ai/lull/shared/sealing"
 	"github.com/lull-ai/lull/shared/settings"
 	"github.com/lull-ai/lull/shared/sqs"
 )
@@ -23,6 +24,12 @@ import (
 // lines (shared/linecount) instead of delivering their events.
 func New(cfg settings.Webhooks, c *awsclients.Clients, log *slog.Logger) (*delivery.Handler, error) {
 	store := dynamodb.New(c.DynamoDB, cfg.Table)
+	store.Retention, store.FileRetention = cfg.Retention, cfg.FileRetention
+	sealer, err := sealing.FromSetting(cfg.SecretsKey, c.KMS)
+	if err != nil {
+		return nil, err
+	}
+	store.Sealer = sealer
 	guard := &netguard.Guard{AllowInsecure: cfg.AllowInsecureWebhooks}
 	if cfg.AllowInsecureWebhooks {
 		log.Warn("LULL_WEBHOOK_ALLOW_INSECURE is on: http:// and internal webhook destinations are allowed")
