@@ -95,21 +95,8 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 // float32 with "encoding_format": "base64"), usage counting Tokens of each
 // input. The work is one prefill on the engine, so it counts in /metrics.
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Task != TaskEmbed {
-		writeError(w, http.StatusBadRequest, "The model does not support the Embeddings API.")
-		return
-	}
-	if s.eng.isClosed() {
-		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
-		return
-	}
-	if status, msg := s.admit(); status != 0 {
-		writeError(w, status, msg)
-		return
-	}
 	var req embeddingRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "Invalid JSON body: "+err.Error())
+	if !s.take(w, r, s.cfg.Task == TaskEmbed, "Embeddings", &req) {
 		return
 	}
 	if req.Model != "" && req.Model != s.cfg.Model {

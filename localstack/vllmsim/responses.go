@@ -58,21 +58,8 @@ type responsesRequest struct {
 // (input_tokens, output_tokens). Background and streamed requests are
 // refused: lull's worker sends neither.
 func (s *Server) responses(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Task == TaskEmbed {
-		writeError(w, http.StatusBadRequest, "The model does not support the Responses API.")
-		return
-	}
-	if s.eng.isClosed() {
-		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
-		return
-	}
-	if status, msg := s.admit(); status != 0 {
-		writeError(w, status, msg)
-		return
-	}
 	var req responsesRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "Invalid JSON body: "+err.Error())
+	if !s.take(w, r, s.cfg.Task != TaskEmbed, "Responses", &req) {
 		return
 	}
 	if req.Stream || req.Background {

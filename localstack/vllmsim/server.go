@@ -238,27 +238,38 @@ func (s *Server) recorded(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
+// take applies what every engine endpoint checks first — the model serves
+// the API (serves), the engine runs, injected faults — then decodes the
+// JSON body into v. It writes the error and returns false when the request
+// goes no further.
+func (s *Server) take(w http.ResponseWriter, r *http.Request, serves bool, api string, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "Invalid body: "+err.Error())
-		return
+		return false
 	}
-	if s.cfg.Task == TaskEmbed {
-		writeError(w, http.StatusBadRequest, "The model does not support the Completions API.")
-		return
+	if !serves {
+		writeError(w, http.StatusBadRequest, "The model does not support the "+api+" API.")
+		return false
 	}
 	if s.eng.isClosed() {
 		writeError(w, http.StatusServiceUnavailable, "The engine has stopped.")
-		return
+		return false
 	}
 	if status, msg := s.admit(); status != 0 {
 		writeError(w, status, msg)
-		return
+		return false
 	}
-	var req request
-	if err := json.Unmarshal(body, &req); err != nil {
+	if err := json.Unmarshal(body, v); err != nil {
 		writeError(w, http.StatusBadRequest, "Invalid JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) complete(w http.ResponseWriter, r *http.Request, chat bool) {
+	var req request
+	if !s.take(w, r, s.cfg.Task != TaskEmbed, "Completions", &req) {
 		return
 	}
 	choices, usage, err := s.plan(&req, chat)
