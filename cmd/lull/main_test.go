@@ -433,7 +433,7 @@ func TestWebhooksListenAndTest(t *testing.T) {
 		t.Errorf("retry: %s", out)
 	}
 	// The listener receives the same event again, with the same webhook-id.
-	listener.waitFor(regexp.MustCompile(`webhook-id=\S+ \(again\)`), 20*time.Second)
+	listener.waitFor(regexp.MustCompile(`webhook-id=\S+ \(again\)`), time.Minute)
 
 	if _, err := listener.tty.Write([]byte{3}); err != nil {
 		t.Fatal(err)
