@@ -123,8 +123,12 @@ func TestFaultsAgainstEmulators(t *testing.T) {
 			found := false
 			for _, m := range out.Messages {
 				found = found || aws.ToString(m.Body) == key
+				// Cleanup only: what is checked is whether the send took
+				// effect. goaws has been seen to refuse a fresh receipt
+				// under load; a message left behind is received (and
+				// matched by its unique body) on a later call.
 				if _, err := direct.SQS.DeleteMessage(ctx, &sqssdk.DeleteMessageInput{QueueUrl: q.QueueUrl, ReceiptHandle: m.ReceiptHandle}); err != nil {
-					t.Fatal(err)
+					t.Logf("cleanup: delete: %v", err)
 				}
 			}
 			return err, found
