@@ -1183,7 +1183,7 @@ func workerRoleIDs(t *testing.T) []string {
 func TestLeastPrivilege(t *testing.T) {
 	want := map[string][]string{
 		"webhooks": {"WH#*", "GEN#*", "BATCH#*"}, "batch": {"BATCH#*", "FILE#*", "GEN#*"},
-		"scaler": {"GEN#*", "WH#*"}, "dlq": {"GEN#*", "BATCH#*"},
+		"scaler": {"GEN#*", "WH#*", "BATCH#*"}, "dlq": {"GEN#*", "BATCH#*"},
 	}
 	roles := map[string]string{}
 	for name := range want {
