@@ -62,7 +62,7 @@ func endpointView(w *lull.Webhook, withSecret bool) EndpointView {
 func (s *Server) webhookEndpointRoutes() {
 	s.route("/v1/webhook_endpoints", map[string]handler{http.MethodPost: s.createEndpoint, http.MethodGet: s.listEndpoints})
 	s.route("/v1/webhook_endpoints/{id}", map[string]handler{
-		http.MethodGet: s.getEndpoint, http.MethodPost: s.updateEndpoint, http.MethodDelete: s.deleteWebhook})
+		http.MethodGet: showWebhook(s, endpointView), http.MethodPost: s.updateEndpoint, http.MethodDelete: s.deleteWebhook})
 	s.route("/v1/webhook_endpoints/{id}/rotate_secret", map[string]handler{http.MethodPost: s.rotateEndpointSecret})
 	s.route("/v1/webhook_endpoints/{id}/test", map[string]handler{http.MethodPost: s.testEndpoint})
 	s.route("/v1/webhook_endpoints/{id}/deliveries", map[string]handler{http.MethodGet: s.listDeliveries})
@@ -147,15 +147,6 @@ func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) error {
 		page.FirstID, page.LastID = &page.Data[0].ID, &page.Data[n-1].ID
 	}
 	writeJSON(w, http.StatusOK, page)
-	return nil
-}
-
-func (s *Server) getEndpoint(w http.ResponseWriter, r *http.Request) error {
-	wh, err := s.ownWebhook(r)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, endpointView(wh, false))
 	return nil
 }
 

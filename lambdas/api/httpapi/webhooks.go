@@ -85,7 +85,7 @@ func deliveryView(d *lull.Delivery) DeliveryView {
 func (s *Server) webhookRoutes() {
 	s.webhookEndpointRoutes()
 	s.route("/v1/webhooks", map[string]handler{http.MethodPost: s.createWebhook, http.MethodGet: s.listWebhooks})
-	s.route("/v1/webhooks/{id}", map[string]handler{http.MethodGet: s.getWebhook, http.MethodDelete: s.deleteWebhook})
+	s.route("/v1/webhooks/{id}", map[string]handler{http.MethodGet: showWebhook(s, webhookView), http.MethodDelete: s.deleteWebhook})
 	s.route("/v1/webhooks/{id}/rotate_secret", map[string]handler{http.MethodPost: s.rotateSecret})
 	s.route("/v1/webhooks/{id}/deliveries", map[string]handler{http.MethodGet: s.listDeliveries})
 	s.route("/v1/webhooks/{id}/deliveries/{delivery}/retry", map[string]handler{http.MethodPost: s.retryDelivery})
@@ -172,13 +172,18 @@ func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) getWebhook(w http.ResponseWriter, r *http.Request) error {
-	wh, err := s.ownWebhook(r)
-	if err != nil {
-		return err
+// showWebhook returns the handler answering the caller's webhook {id} in
+// view (without its secret): lull's shape under /v1/webhooks, OpenAI's
+// under /v1/webhook_endpoints.
+func showWebhook[T any](s *Server, view func(*lull.Webhook, bool) T) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		wh, err := s.ownWebhook(r)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, view(wh, false))
+		return nil
 	}
-	writeJSON(w, http.StatusOK, webhookView(wh, false))
-	return nil
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
